@@ -1,6 +1,8 @@
 //! tandem: two virtualization hosts with DRBD-replicated VM disks as one machine.
 //!
 //! [`core`] holds every safety decision as pure state machines; the drivers around
-//! it (peer link, DRBD, hypervisor, fencing, D-Bus) arrive with their issues.
+//! it (peer link, DRBD, hypervisor, fencing, D-Bus) talk to the outside world.
 
+pub mod config;
 pub mod core;
+pub mod net;

@@ -8,14 +8,26 @@ use super::types::{ActionId, Millis};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArbiterPhase {
     Idle,
-    /// Peer lost; fencing starts at `until` if it is still lost then.
-    Delay { until: Millis },
+    /// Peer lost; fencing starts at `until` if it is still lost then (or in
+    /// any case when an operator asked for it).
+    Delay {
+        until: Millis,
+        forced: bool,
+    },
     /// Level `level` is being tried; `action` is the fence the driver runs.
-    Fencing { level: usize, action: ActionId, deadline: Millis },
+    Fencing {
+        level: usize,
+        action: ActionId,
+        deadline: Millis,
+    },
     /// Every level failed; the next round starts at `until`.
-    Backoff { until: Millis },
+    Backoff {
+        until: Millis,
+    },
     /// A device confirmed the peer off.
-    Fenced { at: Millis },
+    Fenced {
+        at: Millis,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,22 +98,28 @@ impl Arbiter {
             self.round = 0;
             self.phase = ArbiterPhase::Delay {
                 until: now.plus(self.timings.fence_delay_ms),
+                forced: false,
             };
         }
     }
 
     /// An operator says the peer is to be fenced now, whatever the membership says.
     pub fn operator_fence(&mut self, now: Millis) {
+        // Even a peer that looks online: the operator knows something we do not.
         if !matches!(self.phase, ArbiterPhase::Fencing { .. }) {
             self.round = 0;
-            self.phase = ArbiterPhase::Delay { until: now };
+            self.phase = ArbiterPhase::Delay {
+                until: now,
+                forced: true,
+            };
         }
     }
 
-    /// The peer is heard again. A fence already running is not cancelled: its
-    /// result decides.
+    /// The peer is heard again. A fence already running, or one an operator
+    /// asked for, is not cancelled.
     pub fn peer_online(&mut self) -> Option<ArbiterOut> {
         match self.phase {
+            ArbiterPhase::Delay { forced: true, .. } => None,
             ArbiterPhase::Delay { .. } | ArbiterPhase::Backoff { .. } => {
                 self.phase = ArbiterPhase::Idle;
                 self.round = 0;
@@ -118,20 +136,17 @@ impl Arbiter {
 
     /// Advances by time. `peer_still_lost` is the membership's current view,
     /// re-checked at the end of the delay.
-    pub fn tick(&mut self, now: Millis, peer_still_lost: bool, next_action: impl FnOnce() -> ActionId) -> Vec<ArbiterOut> {
+    pub fn tick(
+        &mut self,
+        now: Millis,
+        peer_still_lost: bool,
+        next_action: impl FnOnce() -> ActionId,
+    ) -> Vec<ArbiterOut> {
         match self.phase {
-            ArbiterPhase::Delay { until } | ArbiterPhase::Backoff { until } if now >= until => {
-                if !peer_still_lost {
-                    self.phase = ArbiterPhase::Idle;
-                    self.round = 0;
-                    return vec![ArbiterOut::Cancelled];
-                }
-                if self.levels == 0 {
-                    // No device: never fenced, never taken over. Shown as a failed round.
-                    return vec![self.fail_round(now)];
-                }
-                vec![self.start_level(now, 0, next_action())]
+            ArbiterPhase::Delay { until, forced } if now >= until => {
+                self.start_round(now, peer_still_lost || forced, next_action)
             }
+            ArbiterPhase::Backoff { until } if now >= until => self.start_round(now, peer_still_lost, next_action),
             ArbiterPhase::Fencing { level, deadline, .. } if now >= deadline => {
                 let mut out = vec![ArbiterOut::LevelFailed {
                     level,
@@ -142,6 +157,19 @@ impl Arbiter {
             }
             _ => Vec::new(),
         }
+    }
+
+    fn start_round(&mut self, now: Millis, go: bool, next_action: impl FnOnce() -> ActionId) -> Vec<ArbiterOut> {
+        if !go {
+            self.phase = ArbiterPhase::Idle;
+            self.round = 0;
+            return vec![ArbiterOut::Cancelled];
+        }
+        if self.levels == 0 {
+            // No device: never fenced, never taken over. Shown as a failed round.
+            return vec![self.fail_round(now)];
+        }
+        vec![self.start_level(now, 0, next_action())]
     }
 
     /// Whether `action` is the fence this arbiter waits for.
@@ -207,7 +235,7 @@ impl Arbiter {
 
     pub fn next_deadline(&self) -> Option<Millis> {
         match self.phase {
-            ArbiterPhase::Delay { until } | ArbiterPhase::Backoff { until } => Some(until),
+            ArbiterPhase::Delay { until, .. } | ArbiterPhase::Backoff { until } => Some(until),
             ArbiterPhase::Fencing { deadline, .. } => Some(deadline),
             ArbiterPhase::Idle | ArbiterPhase::Fenced { .. } => None,
         }
@@ -255,7 +283,13 @@ mod tests {
         a.peer_lost(Millis(0), true);
         a.tick(Millis(0), true, || ActionId(1));
         let out = a.fence_result(Millis(10), Err("bmc down".into()), || ActionId(2));
-        assert_eq!(out[1], ArbiterOut::Fence { action: ActionId(2), level: 1 });
+        assert_eq!(
+            out[1],
+            ArbiterOut::Fence {
+                action: ActionId(2),
+                level: 1
+            }
+        );
         let out = a.fence_result(Millis(20), Err("agent failed".into()), || ActionId(3));
         assert_eq!(
             out[1],

@@ -14,7 +14,9 @@ const TAKEOVER_ATTEMPTS: u32 = 5;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
     /// Waiting for the domain's window to close or an incoming domain to vanish.
-    Waiting { retry_at: Option<Millis> },
+    Waiting {
+        retry_at: Option<Millis>,
+    },
     Promoting,
     Starting,
 }
@@ -105,7 +107,11 @@ impl Core {
     fn advance_takeover(&mut self, now: Millis, domain: DomainName, out: &mut Vec<Action>) {
         let run = self.local_run(&domain);
         let has_window = self.window_for(&domain).is_some();
-        let resources = self.domains.get(&domain).map(|e| e.resources.clone()).unwrap_or_default();
+        let resources = self
+            .domains
+            .get(&domain)
+            .map(|e| e.resources.clone())
+            .unwrap_or_default();
         let Some(t) = self.takeovers.get_mut(&domain) else {
             return;
         };
@@ -122,6 +128,8 @@ impl Core {
                     return;
                 }
                 if has_window || run == DomainRun::Paused {
+                    // Re-examined on the next input; no timer needed.
+                    t.step = Step::Waiting { retry_at: None };
                     return;
                 }
                 if let Some(e) = t.error.take() {

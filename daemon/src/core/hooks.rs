@@ -107,7 +107,10 @@ impl Core {
         let refusal = if self.standby {
             Some("this host is in standby".to_string())
         } else if self.membership.state() != PeerState::Online {
-            Some(format!("the peer is {}; a migration needs it online", peer_word(self.membership.state())))
+            Some(format!(
+                "the peer is {}; a migration needs it online",
+                peer_word(self.membership.state())
+            ))
         } else if self.local_run(&domain) != DomainRun::Stopped {
             Some(format!("{domain} already runs on this host"))
         } else if self.window_for(&domain).is_some() {
@@ -156,7 +159,9 @@ impl Core {
             let result = if w.side == WindowSide::Destination && w.is_open() {
                 Ok(())
             } else {
-                Err(format!("tandem refuses to start {domain}: it is in a migration that is not open here"))
+                Err(format!(
+                    "tandem refuses to start {domain}: it is in a migration that is not open here"
+                ))
             };
             out.push(Action::Answer { request, result });
             return Ok(());
@@ -180,7 +185,10 @@ impl Core {
     }
 
     fn start_refusal(&self, domain: &DomainName, resources: &[ResourceName]) -> Option<String> {
-        if self.standby {
+        // After a confirmed fence this host is the only one left: standby drains
+        // it of ordinary starts, not of a failover.
+        let peer_fenced = matches!(self.membership.state(), PeerState::Fenced { .. });
+        if self.standby && !peer_fenced {
             return Some("this host is in standby".into());
         }
         match self.membership.state() {
@@ -231,11 +239,12 @@ impl Core {
         self.starts.remove(&request);
         match error {
             None => {
-                if let Some(d) = domain.as_ref().and_then(|d| self.domains.get_mut(d)) {
-                    // The hypervisor starts it as soon as the hook returns.
-                    d.run = DomainRun::Paused;
-                }
-                out.push(Action::Answer { request, result: Ok(()) });
+                // The domain's state comes from the hypervisor once it starts; the
+                // Primary resource already tells the peer to keep off.
+                out.push(Action::Answer {
+                    request,
+                    result: Ok(()),
+                });
             }
             Some(e) => {
                 if let Some(d) = domain {

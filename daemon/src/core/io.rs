@@ -1,7 +1,9 @@
 //! The core's interface: everything that goes in, everything that comes out.
 
 use super::protocol::{Heartbeat, PeerBody, PeerMessage, WindowId};
-use super::types::{ActionId, DomainName, DomainRun, LinkId, Millis, NodeId, RequestId, ResourceName, ResourceObservation};
+use super::types::{
+    ActionId, DomainName, DomainRun, LinkId, Millis, NodeId, RequestId, ResourceName, ResourceObservation,
+};
 use serde::{Deserialize, Serialize};
 
 /// Something that happened, handed to [`super::Core::handle`] with the time it happened.
@@ -14,23 +16,47 @@ pub enum Input {
     /// An authenticated control-channel message arrived.
     Peer(PeerMessage),
     /// The local DRBD reports the state of a resource.
-    ResourceObserved { resource: ResourceName, observation: ResourceObservation },
+    ResourceObserved {
+        resource: ResourceName,
+        observation: ResourceObservation,
+    },
     /// The local hypervisor reports a domain's state.
     DomainObserved { domain: DomainName, run: DomainRun },
     /// A domain is defined (or redefined) with these DRBD resources.
-    DomainDefined { domain: DomainName, resources: Vec<ResourceName> },
+    DomainDefined {
+        domain: DomainName,
+        resources: Vec<ResourceName>,
+    },
     /// Hook, migration destination, `migrate begin`: prepare an incoming migration.
-    PrepareIncoming { request: RequestId, domain: DomainName, resources: Vec<ResourceName> },
+    PrepareIncoming {
+        request: RequestId,
+        domain: DomainName,
+        resources: Vec<ResourceName>,
+    },
     /// Hook, `prepare begin`: the domain is about to start on this host.
-    PrepareStart { request: RequestId, domain: DomainName, resources: Vec<ResourceName> },
+    PrepareStart {
+        request: RequestId,
+        domain: DomainName,
+        resources: Vec<ResourceName>,
+    },
     /// Hook, `release end` (or block script `remove`): the domain no longer runs here.
-    Release { request: RequestId, domain: DomainName, resources: Vec<ResourceName> },
+    Release {
+        request: RequestId,
+        domain: DomainName,
+        resources: Vec<ResourceName>,
+    },
     /// DRBD's fence-peer handler on this host: replication of `resource` broke.
     FencePeer { request: RequestId, resource: ResourceName },
     /// A driver finished an action.
-    ActionDone { action: ActionId, result: Result<(), String> },
+    ActionDone {
+        action: ActionId,
+        result: Result<(), String>,
+    },
     /// A fence device answered: Ok means it confirmed the peer powered off.
-    FenceDone { action: ActionId, result: Result<(), String> },
+    FenceDone {
+        action: ActionId,
+        result: Result<(), String>,
+    },
     /// Operator: live-migrate a domain that runs here to the peer.
     OperatorMigrate { domain: DomainName },
     /// Operator: drain this host (migrate everything away) or end the drain.
@@ -64,13 +90,22 @@ impl FencePeerVerdict {
 /// A DRBD operation on a local resource.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DrbdOp {
-    Promote { resource: ResourceName },
+    Promote {
+        resource: ResourceName,
+    },
     /// Retried by the driver while the device is held open, up to its deadline.
-    Demote { resource: ResourceName },
+    Demote {
+        resource: ResourceName,
+    },
     /// `net-options --protocol=C --allow-two-primaries=yes|no`.
-    DualPrimary { resource: ResourceName, allow: bool },
+    DualPrimary {
+        resource: ResourceName,
+        allow: bool,
+    },
     /// Mark the local disk Outdated (the peer's fence-peer handler asked).
-    Outdate { resource: ResourceName },
+    Outdate {
+        resource: ResourceName,
+    },
 }
 
 /// What the core wants done. Every action with an `ActionId` is answered by an
@@ -80,12 +115,31 @@ pub enum Action {
     Send(PeerMessage),
     /// Answer a hook request: Ok lets the hypervisor go on, Err is the one line the
     /// user sees.
-    Answer { request: RequestId, result: Result<(), String> },
-    FencePeerAnswer { request: RequestId, verdict: FencePeerVerdict },
-    Drbd { action: ActionId, op: DrbdOp },
-    Fence { action: ActionId, target: NodeId, level: usize },
-    StartDomain { action: ActionId, domain: DomainName },
-    MigrateDomain { action: ActionId, domain: DomainName },
+    Answer {
+        request: RequestId,
+        result: Result<(), String>,
+    },
+    FencePeerAnswer {
+        request: RequestId,
+        verdict: FencePeerVerdict,
+    },
+    Drbd {
+        action: ActionId,
+        op: DrbdOp,
+    },
+    Fence {
+        action: ActionId,
+        target: NodeId,
+        level: usize,
+    },
+    StartDomain {
+        action: ActionId,
+        domain: DomainName,
+    },
+    MigrateDomain {
+        action: ActionId,
+        domain: DomainName,
+    },
     /// Write this state so a restarted daemon finds its open windows.
     Persist(Persisted),
     Event(Event),
@@ -108,22 +162,55 @@ pub struct PersistedWindow {
 /// Things worth telling the operator (logs, D-Bus signals, the timeline).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    PeerOnline { rejoined_after_fence: bool },
+    PeerOnline {
+        rejoined_after_fence: bool,
+    },
     PeerLost,
-    FenceStarted { level: usize },
-    FenceLevelFailed { level: usize, reason: String },
-    FenceRoundFailed { round: u32, retry_at: Millis },
+    FenceStarted {
+        level: usize,
+    },
+    FenceLevelFailed {
+        level: usize,
+        reason: String,
+    },
+    FenceRoundFailed {
+        round: u32,
+        retry_at: Millis,
+    },
     FenceCancelled,
     FenceConfirmed,
-    FailoverPlanned { domains: Vec<DomainName> },
-    FailoverSkipped { domain: DomainName, reason: String },
-    DomainTakenOver { domain: DomainName },
-    WindowOpened { window: WindowId, domain: DomainName },
-    WindowClosed { window: WindowId, domain: DomainName, reason: String },
-    Refused { domain: DomainName, reason: String },
-    MigrationFinished { domain: DomainName, result: Result<(), String> },
+    FailoverPlanned {
+        domains: Vec<DomainName>,
+    },
+    FailoverSkipped {
+        domain: DomainName,
+        reason: String,
+    },
+    DomainTakenOver {
+        domain: DomainName,
+    },
+    WindowOpened {
+        window: WindowId,
+        domain: DomainName,
+    },
+    WindowClosed {
+        window: WindowId,
+        domain: DomainName,
+        reason: String,
+    },
+    Refused {
+        domain: DomainName,
+        reason: String,
+    },
+    MigrationFinished {
+        domain: DomainName,
+        result: Result<(), String>,
+    },
     /// A control message could not be acted on; kept for the operator.
-    PeerRequestRefused { what: String, reason: String },
+    PeerRequestRefused {
+        what: String,
+        reason: String,
+    },
 }
 
 /// Shorthand used in `PeerBody` construction by the core.

@@ -22,6 +22,10 @@ pub enum PeerState {
 pub struct LinkState {
     pub last_seen: Option<Millis>,
     pub up: bool,
+    /// Boot id and counter of the newest heartbeat on this link: a duplicate on
+    /// the same link is refused, while the same heartbeat counter may come
+    /// first on another link.
+    last: Option<(u64, u64)>,
 }
 
 /// A change in the peer's state that the rest of the core reacts to.
@@ -51,7 +55,8 @@ impl Membership {
             links: vec![
                 LinkState {
                     last_seen: None,
-                    up: false
+                    up: false,
+                    last: None,
                 };
                 links.max(1)
             ],
@@ -93,12 +98,14 @@ impl Membership {
         if usize::from(link.0) >= self.links.len() {
             return Err(CoreError::UnknownLink(link));
         }
-        if self.peer_boot == Some(hb.boot) && hb.counter <= self.last_counter {
-            return Err(CoreError::StaleHeartbeat {
-                boot: hb.boot,
-                counter: hb.counter,
-                last: self.last_counter,
-            });
+        if let Some((boot, last)) = self.links[usize::from(link.0)].last {
+            if boot == hb.boot && hb.counter <= last {
+                return Err(CoreError::StaleHeartbeat {
+                    boot: hb.boot,
+                    counter: hb.counter,
+                    last,
+                });
+            }
         }
         if let PeerState::Fenced { .. } = self.state {
             if self.peer_boot == Some(hb.boot) {
@@ -114,9 +121,14 @@ impl Membership {
         let l = &mut self.links[usize::from(link.0)];
         l.last_seen = Some(now);
         l.up = true;
-        self.peer_boot = Some(hb.boot);
-        self.last_counter = hb.counter;
-        self.last_summary = Some(hb.summary);
+        l.last = Some((hb.boot, hb.counter));
+        // The summary only moves forward: a heartbeat overtaken on another link
+        // proves the link works but carries older news.
+        if self.peer_boot != Some(hb.boot) || hb.counter > self.last_counter {
+            self.peer_boot = Some(hb.boot);
+            self.last_counter = hb.counter;
+            self.last_summary = Some(hb.summary);
+        }
         self.seen_since_boot = true;
         match self.state {
             PeerState::Online => None,
@@ -202,6 +214,17 @@ mod tests {
     }
 
     #[test]
+    fn an_overtaken_heartbeat_refreshes_its_link_but_not_the_summary() {
+        let mut m = Membership::new(NodeId(0), 2, 1000);
+        let mut newer = hb(6);
+        newer.summary.standby = true;
+        m.record(Millis(0), LinkId(1), newer);
+        m.record(Millis(5), LinkId(0), hb(5));
+        assert_eq!(m.links()[0].last_seen, Some(Millis(5)));
+        assert!(m.peer_summary().is_some_and(|s| s.standby));
+    }
+
+    #[test]
     fn silence_on_every_link_loses_the_peer_after_dead_after() {
         let mut m = Membership::new(NodeId(0), 2, 1000);
         m.record(Millis(0), LinkId(0), hb(1));
@@ -214,8 +237,16 @@ mod tests {
     fn replayed_and_foreign_heartbeats_are_rejected_without_change() {
         let mut m = Membership::new(NodeId(0), 2, 1000);
         m.record(Millis(0), LinkId(0), hb(5));
-        assert!(matches!(m.check(LinkId(1), &hb(5)), Err(CoreError::StaleHeartbeat { .. })));
-        assert!(matches!(m.check(LinkId(1), &hb(4)), Err(CoreError::StaleHeartbeat { .. })));
+        assert!(matches!(
+            m.check(LinkId(0), &hb(5)),
+            Err(CoreError::StaleHeartbeat { .. })
+        ));
+        assert!(matches!(
+            m.check(LinkId(0), &hb(4)),
+            Err(CoreError::StaleHeartbeat { .. })
+        ));
+        // The same heartbeat sent on the other link is not a replay there.
+        assert!(m.check(LinkId(1), &hb(5)).is_ok());
         let mut foreign = hb(9);
         foreign.from = NodeId(0);
         assert!(matches!(m.check(LinkId(0), &foreign), Err(CoreError::NotThePeer(_))));

@@ -85,7 +85,10 @@ enum Owner {
     Window(WindowId),
     Start(RequestId),
     Release(RequestId),
-    LocalOutdate { token: u64, resource: ResourceName },
+    LocalOutdate {
+        token: u64,
+        resource: ResourceName,
+    },
     Takeover(DomainName),
     Migrate(DomainName),
     /// Undo of a half-done start; the result only matters to the log.
@@ -393,7 +396,10 @@ impl Core {
         result: Result<(), String>,
         out: &mut Vec<Action>,
     ) -> Result<(), CoreError> {
-        let owner = self.pending.remove(&action).ok_or(CoreError::UnexpectedResult(action))?;
+        let owner = self
+            .pending
+            .remove(&action)
+            .ok_or(CoreError::UnexpectedResult(action))?;
         match owner {
             Owner::Window(w) => {
                 if let Some(win) = self.windows.get_mut(&w) {
@@ -413,7 +419,11 @@ impl Core {
                 self.finish_release(r, out);
             }
             Owner::LocalOutdate { token, resource } => {
-                let msg = PeerBody::OutdateAnswer { token, resource, result };
+                let msg = PeerBody::OutdateAnswer {
+                    token,
+                    resource,
+                    result,
+                };
                 out.push(self.send(msg));
             }
             Owner::Takeover(d) => {

@@ -88,6 +88,8 @@ pub enum Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DiskState {
     UpToDate,
+    /// Attached after a reboot without the peer: the data may be stale.
+    Consistent,
     Outdated,
     Inconsistent,
     Diskless,

@@ -21,7 +21,9 @@ pub(super) enum WindowSide {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
     /// Destination: `EnterDual` sent, waiting for the source until `until`.
-    AwaitSource { until: Millis },
+    AwaitSource {
+        until: Millis,
+    },
     EnableDual,
     /// Destination: promoting the resources.
     Promote,
@@ -97,7 +99,10 @@ impl Window {
 
 impl Core {
     pub(super) fn window_for(&self, domain: &DomainName) -> Option<(WindowId, &Window)> {
-        self.windows.iter().find(|(_, w)| &w.domain == domain).map(|(id, w)| (*id, w))
+        self.windows
+            .iter()
+            .find(|(_, w)| &w.domain == domain)
+            .map(|(id, w)| (*id, w))
     }
 
     pub(super) fn new_window_id(&mut self) -> WindowId {
@@ -141,9 +146,23 @@ impl Core {
             return;
         }
         let deadline = now.plus(self.cfg.window_deadline_ms);
-        let mut w = Window::opening(domain, resources.clone(), WindowSide::Source, Phase::EnableDual, deadline, None);
+        let mut w = Window::opening(
+            domain,
+            resources.clone(),
+            WindowSide::Source,
+            Phase::EnableDual,
+            deadline,
+            None,
+        );
         for r in resources {
-            let id = self.drbd(Owner::Window(window), DrbdOp::DualPrimary { resource: r, allow: true }, out);
+            let id = self.drbd(
+                Owner::Window(window),
+                DrbdOp::DualPrimary {
+                    resource: r,
+                    allow: true,
+                },
+                out,
+            );
             w.batch.add(id);
         }
         self.windows.insert(window, w);
@@ -169,7 +188,14 @@ impl Core {
                 let resources = w.resources.clone();
                 let mut ids = Vec::new();
                 for r in resources {
-                    ids.push(self.drbd(Owner::Window(window), DrbdOp::DualPrimary { resource: r, allow: true }, out));
+                    ids.push(self.drbd(
+                        Owner::Window(window),
+                        DrbdOp::DualPrimary {
+                            resource: r,
+                            allow: true,
+                        },
+                        out,
+                    ));
                 }
                 if let Some(w) = self.windows.get_mut(&window) {
                     w.phase = Phase::EnableDual;
@@ -195,7 +221,10 @@ impl Core {
     ) {
         let Some(w) = self.windows.get_mut(&window) else {
             if let Some(h) = hook {
-                out.push(Action::Answer { request: h, result: Ok(()) });
+                out.push(Action::Answer {
+                    request: h,
+                    result: Ok(()),
+                });
             }
             return;
         };
@@ -239,7 +268,9 @@ impl Core {
             }
             if w.closing.is_none() {
                 let expired = match w.phase {
-                    Phase::AwaitSource { until } if now >= until => Some("the source did not answer in time".to_string()),
+                    Phase::AwaitSource { until } if now >= until => {
+                        Some("the source did not answer in time".to_string())
+                    }
                     _ if now >= w.deadline => Some("its deadline passed".to_string()),
                     _ => None,
                 };
@@ -311,7 +342,10 @@ impl Core {
                 w.phase = Phase::Open;
                 let domain = w.domain.clone();
                 if let Some(h) = w.hook.take() {
-                    out.push(Action::Answer { request: h, result: Ok(()) });
+                    out.push(Action::Answer {
+                        request: h,
+                        result: Ok(()),
+                    });
                 }
                 out.push(Action::Event(Event::WindowOpened { window: id, domain }));
                 self.persist(out);
@@ -382,7 +416,14 @@ impl Core {
                 w.phase = Phase::DisableDual;
                 let resources = w.resources.clone();
                 for r in resources {
-                    let a = self.drbd(Owner::Window(id), DrbdOp::DualPrimary { resource: r, allow: false }, out);
+                    let a = self.drbd(
+                        Owner::Window(id),
+                        DrbdOp::DualPrimary {
+                            resource: r,
+                            allow: false,
+                        },
+                        out,
+                    );
                     if let Some(w) = self.windows.get_mut(&id) {
                         w.batch.add(a);
                     }
