@@ -6,3 +6,5 @@
 pub mod config;
 pub mod core;
 pub mod net;
+pub mod runtime;
+pub mod state;

@@ -149,6 +149,10 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Persisted {
     pub windows: Vec<PersistedWindow>,
+    /// The host's boot id when written (filled in by the daemon): windows do not
+    /// survive a host reboot, since DRBD forgets dual-primary with it.
+    #[serde(default)]
+    pub host_boot: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -525,7 +525,10 @@ impl Core {
                 deadline: w.deadline,
             })
             .collect();
-        out.push(Action::Persist(Persisted { windows }));
+        out.push(Action::Persist(Persisted {
+            windows,
+            host_boot: None,
+        }));
     }
 }
 

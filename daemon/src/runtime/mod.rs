@@ -1,0 +1,281 @@
+//! The daemon's event loop: the core in the middle, the peer link around it,
+//! the drivers answering its actions, a status file for operators.
+
+mod clock;
+mod status;
+
+use crate::config::{self, Config};
+use crate::core::{Action, ActionId, Core, Event, Input, NodeId, Persisted};
+use crate::net::{self, ControlConfig, ControlLink, HeartbeatConfig, LinkAddrs};
+use crate::state;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+pub use status::StatusFile;
+
+/// How the daemon was started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    pub fragments: Option<PathBuf>,
+    pub node: Option<String>,
+    pub status_file: Option<PathBuf>,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigErrors),
+    #[error("{0}")]
+    LocalNode(#[from] config::LocalNodeError),
+    #[error("{0}")]
+    Key(#[from] net::KeyFileError),
+    #[error("{0}")]
+    Heartbeat(#[from] net::HeartbeatError),
+    #[error("{0}")]
+    Control(#[from] net::ControlError),
+    #[error("{0}")]
+    State(#[from] state::StateError),
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(opts: Options) -> Result<(), RuntimeError> {
+    let cfg = config::load(&opts.config, opts.fragments.as_deref())?;
+    let me = cfg.local(opts.node.as_deref())?;
+    let key = net::load_key(&cfg.cluster.authkey)?;
+    std::fs::create_dir_all(&opts.state_dir).map_err(|source| RuntimeError::StateDir {
+        path: opts.state_dir.clone(),
+        source,
+    })?;
+    let state_path = state::path_in(&opts.state_dir);
+    let host_boot = clock::host_boot_id();
+    let restored = restore(&state_path, &host_boot)?;
+    let boot: u64 = rand::random::<u64>() | 1;
+    let clock = clock::Clock::start();
+    let mut core = Core::new(cfg.core_config(me), boot, restored);
+    let peer = me.other();
+    info!(node = %cfg.node(me).name, peer = %cfg.node(peer).name, boot = format_args!("{boot:x}"),
+          links = cfg.links(), "tandemd starting");
+
+    let (hb_tx, mut hb_rx) = mpsc::channel(256);
+    let (peer_tx, mut peer_rx) = mpsc::channel(256);
+    let (summary_tx, summary_rx) = watch::channel(core.summary());
+    let heartbeats = net::spawn_heartbeats(
+        HeartbeatConfig {
+            me,
+            peer,
+            boot,
+            interval: Duration::from_millis(cfg.timing.heartbeat_interval_ms),
+            links: link_addrs(&cfg, me, cfg.cluster.heartbeat_port)
+                .into_iter()
+                .map(|(local, peer)| LinkAddrs { local, peer })
+                .collect(),
+        },
+        key.heartbeat_key(),
+        summary_rx,
+        hb_tx,
+    )
+    .await?;
+    let control = net::spawn_control(
+        ControlConfig::new(
+            me,
+            peer,
+            boot,
+            link_addrs(&cfg, me, cfg.cluster.control_port)
+                .into_iter()
+                .map(|(local, peer)| ControlLink { local, peer })
+                .collect(),
+        ),
+        key.noise_psk(),
+        peer_tx,
+    )
+    .await?;
+    drop(key);
+
+    let mut status = opts
+        .status_file
+        .as_ref()
+        .map(|p| StatusFile::new(p.clone(), &cfg, me, boot));
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(RuntimeError::Signal)?;
+    let mut int =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(RuntimeError::Signal)?;
+    let mut status_tick = tokio::time::interval(Duration::from_millis(200));
+    let mut ctx = Ctx {
+        cfg: &cfg,
+        state_path,
+        host_boot,
+        control: &control,
+        status: status.as_mut(),
+        driver_results: Vec::new(),
+    };
+    loop {
+        let wake = core
+            .next_deadline()
+            .map(|d| clock.instant_of(d))
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let input = tokio::select! {
+            Some((link, heartbeat)) = hb_rx.recv() => Some(Input::Heartbeat { link, heartbeat }),
+            Some(msg) = peer_rx.recv() => Some(Input::Peer(msg)),
+            _ = tokio::time::sleep_until(wake) => Some(Input::Tick),
+            _ = status_tick.tick() => None,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        };
+        let mut inputs: Vec<Input> = input.into_iter().collect();
+        while !inputs.is_empty() {
+            for input in std::mem::take(&mut inputs) {
+                let now = clock.now();
+                match core.handle(now, input) {
+                    Ok(actions) => {
+                        for a in actions {
+                            ctx.exec(a);
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "input refused by the core"),
+                }
+            }
+            inputs = std::mem::take(&mut ctx.driver_results);
+        }
+        summary_tx.send_if_modified(|s| {
+            let new = core.summary();
+            let changed = *s != new;
+            *s = new;
+            changed
+        });
+        if let Some(st) = ctx.status.as_mut() {
+            st.write(&core, &heartbeats.stats(), &control.status());
+        }
+    }
+    info!("tandemd stopping");
+    if let Some(st) = ctx.status.as_mut() {
+        st.write(&core, &heartbeats.stats(), &control.status());
+    }
+    drop(heartbeats);
+    drop(control);
+    Ok(())
+}
+
+/// Restores the state of a previous run on this same host boot. After a host
+/// reboot DRBD has forgotten any dual-primary setting, so old windows are void.
+fn restore(path: &std::path::Path, host_boot: &str) -> Result<Persisted, RuntimeError> {
+    let saved = state::load(path)?;
+    if saved.host_boot.as_deref() == Some(host_boot) {
+        Ok(saved)
+    } else {
+        Ok(Persisted::default())
+    }
+}
+
+/// (local, peer) socket addresses of every link for `port`.
+fn link_addrs(cfg: &Config, me: NodeId, port: u16) -> Vec<(SocketAddr, SocketAddr)> {
+    let mine = &cfg.node(me).addresses;
+    let theirs = &cfg.node(me.other()).addresses;
+    mine.iter()
+        .zip(theirs.iter())
+        .map(|(l, p)| (SocketAddr::new(*l, port), SocketAddr::new(*p, port)))
+        .collect()
+}
+
+/// What the actions of the core reach.
+struct Ctx<'a> {
+    cfg: &'a Config,
+    state_path: PathBuf,
+    host_boot: String,
+    control: &'a net::ControlHandle,
+    status: Option<&'a mut StatusFile>,
+    /// Answers of drivers that completed at once, fed back to the core.
+    driver_results: Vec<Input>,
+}
+
+impl Ctx<'_> {
+    fn exec(&mut self, action: Action) {
+        match action {
+            Action::Send(msg) => self.control.send(msg),
+            Action::Persist(mut p) => {
+                p.host_boot = Some(self.host_boot.clone());
+                if let Err(e) = state::save(&self.state_path, &p) {
+                    warn!(error = %e, "cannot persist state");
+                }
+            }
+            Action::Event(e) => {
+                log_event(&e);
+                if let Some(st) = self.status.as_mut() {
+                    st.event(&e);
+                }
+            }
+            Action::Fence { action, target, level } => {
+                let kind = self
+                    .cfg
+                    .node(target)
+                    .fence
+                    .get(level)
+                    .and_then(|l| l.devices.first())
+                    .map_or("none", |d| d.kind());
+                warn!(target = %self.cfg.node(target).name, level, kind, "no fence driver in this build: fence fails");
+                self.fail(
+                    action,
+                    true,
+                    format!("fence devices of kind {kind} are not supported by this build"),
+                );
+            }
+            Action::Drbd { action, op } => self.fail(
+                action,
+                false,
+                format!("DRBD driver not available in this build ({op:?})"),
+            ),
+            Action::StartDomain { action, domain } => self.fail(
+                action,
+                false,
+                format!("no hypervisor driver in this build to start {domain}"),
+            ),
+            Action::MigrateDomain { action, domain } => self.fail(
+                action,
+                false,
+                format!("no hypervisor driver in this build to migrate {domain}"),
+            ),
+            Action::Answer { request, result } => {
+                tracing::debug!(request = request.0, ?result, "hook answer with no hook attached")
+            }
+            Action::FencePeerAnswer { request, verdict } => {
+                tracing::debug!(
+                    request = request.0,
+                    ?verdict,
+                    "fence-peer answer with no handler attached"
+                )
+            }
+        }
+    }
+
+    fn fail(&mut self, action: ActionId, fence: bool, reason: String) {
+        let result = Err(reason);
+        self.driver_results.push(if fence {
+            Input::FenceDone { action, result }
+        } else {
+            Input::ActionDone { action, result }
+        });
+    }
+}
+
+fn log_event(e: &Event) {
+    match e {
+        Event::PeerLost
+        | Event::FenceLevelFailed { .. }
+        | Event::FenceRoundFailed { .. }
+        | Event::FailoverSkipped { .. }
+        | Event::PeerRequestRefused { .. } => warn!(event = ?e, "cluster event"),
+        _ => info!(event = ?e, "cluster event"),
+    }
+}

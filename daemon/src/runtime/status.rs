@@ -1,0 +1,150 @@
+//! The status file: what this daemon knows, as versioned JSON, rewritten
+//! atomically on every change and at least every 200 ms. `tandemctl status`
+//! and the tests read it; the D-Bus API will carry the same data.
+
+use crate::config::Config;
+use crate::core::{ArbiterPhase, Core, Event, NodeId, PeerState};
+use crate::net::{ControlStatus, LinkStats};
+use crate::state::write_atomic;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Events kept for `status`.
+const EVENTS_KEPT: usize = 100;
+
+#[derive(Debug)]
+pub struct StatusFile {
+    path: PathBuf,
+    node: String,
+    peer: String,
+    boot: u64,
+    events: VecDeque<(u64, String)>,
+    peer_since: u64,
+    last: Option<Value>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn peer_word(s: PeerState) -> &'static str {
+    match s {
+        PeerState::Unknown => "unknown",
+        PeerState::Online => "online",
+        PeerState::Lost { .. } => "lost",
+        PeerState::Fenced { .. } => "fenced",
+    }
+}
+
+fn arbiter_word(p: ArbiterPhase) -> &'static str {
+    match p {
+        ArbiterPhase::Idle => "idle",
+        ArbiterPhase::Delay { .. } => "fence-delay",
+        ArbiterPhase::Fencing { .. } => "fencing",
+        ArbiterPhase::Backoff { .. } => "fence-backoff",
+        ArbiterPhase::Fenced { .. } => "fenced",
+    }
+}
+
+impl StatusFile {
+    pub fn new(path: PathBuf, cfg: &Config, me: NodeId, boot: u64) -> Self {
+        StatusFile {
+            path,
+            node: cfg.node(me).name.clone(),
+            peer: cfg.node(me.other()).name.clone(),
+            boot,
+            events: VecDeque::new(),
+            peer_since: unix_ms(),
+            last: None,
+        }
+    }
+
+    pub fn event(&mut self, e: &Event) {
+        let now = unix_ms();
+        if matches!(e, Event::PeerOnline { .. } | Event::PeerLost | Event::FenceConfirmed) {
+            self.peer_since = now;
+        }
+        let name = format!("{e:?}");
+        self.events.push_back((now, name));
+        while self.events.len() > EVENTS_KEPT {
+            self.events.pop_front();
+        }
+    }
+
+    fn render(&self, core: &Core, links: &[LinkStats], control: &ControlStatus) -> Value {
+        let core_links = core.membership().links();
+        let links: Vec<Value> = links
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let d = &l.drops;
+                json!({
+                    "id": i,
+                    "local": l.local.to_string(),
+                    "peer": l.peer.to_string(),
+                    "up": core_links.get(i).is_some_and(|c| c.up),
+                    "last_seen_ms_ago": l.last_seen.map(|t| t.elapsed().as_millis() as u64),
+                    "rtt_ms": l.rtt_ms,
+                    "sent": l.sent,
+                    "received": l.received,
+                    "drops": {
+                        "truncated": d.truncated, "oversized": d.oversized, "garbage": d.garbage,
+                        "bad_version": d.bad_version, "bad_auth": d.bad_auth, "replayed": d.replayed,
+                        "wrong_sender": d.wrong_sender, "wrong_link": d.wrong_link, "overflow": d.overflow,
+                    },
+                })
+            })
+            .collect();
+        let events: Vec<Value> = self
+            .events
+            .iter()
+            .map(|(t, e)| json!({"unix_ms": t, "event": e}))
+            .collect();
+        json!({
+            "version": 1,
+            "node": self.node,
+            "boot": format!("{:x}", self.boot),
+            "peer": {
+                "name": self.peer,
+                "state": peer_word(core.peer_state()),
+                "since_unix_ms": self.peer_since,
+            },
+            "links": links,
+            "control": {
+                "connected": control.connected,
+                "link": control.link.map(|l| l.0),
+                "queued": control.queued,
+                "handshake_failures": control.counters.handshake_failures,
+                "refused": control.counters.refused,
+            },
+            "arbiter": arbiter_word(core.arbiter_phase()),
+            "windows": core.open_windows().map(|(id, d)| json!({"id": id.to_string(), "domain": d.0})).collect::<Vec<_>>(),
+            "events": events,
+        })
+    }
+
+    /// Rewrites the file (with the current time) when anything changed.
+    pub fn write(&mut self, core: &Core, links: &[LinkStats], control: &ControlStatus) {
+        let mut v = self.render(core, links, control);
+        // last_seen_ms_ago changes on every call; the file is rewritten anyway
+        // every tick so readers see fresh ages.
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("unix_ms".into(), json!(unix_ms()));
+        }
+        let bytes = match serde_json::to_vec_pretty(&v) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot render status");
+                return;
+            }
+        };
+        if let Err(e) = write_atomic(&self.path, &bytes) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot write status file");
+        }
+        self.last = Some(v);
+    }
+}
