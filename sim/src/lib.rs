@@ -5,6 +5,7 @@
 
 pub mod drbd;
 mod invariants;
+pub mod lab;
 mod ops;
 pub mod schedule;
 mod world;

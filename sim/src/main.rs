@@ -13,6 +13,7 @@ struct Args {
     seed: Option<u64>,
     start: u64,
     trace: bool,
+    lab: bool,
     threads: usize,
 }
 
@@ -22,6 +23,7 @@ fn parse() -> Result<Args, String> {
         seed: None,
         start: 0,
         trace: false,
+        lab: false,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let mut it = std::env::args().skip(1);
@@ -38,14 +40,17 @@ fn parse() -> Result<Args, String> {
             "--start" => a.start = num("--start")?,
             "--threads" => a.threads = num("--threads")?.max(1) as usize,
             "--trace" => a.trace = true,
+            "--lab" => a.lab = true,
             "-h" | "--help" => {
-                println!("usage: tandem-sim --seeds N [--start S] [--threads T]\n       tandem-sim --seed S [--trace]");
+                println!(
+                    "usage: tandem-sim --seeds N [--start S] [--threads T]\n       tandem-sim --seed S [--trace]\n       tandem-sim --lab"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
-    if a.seeds.is_none() && a.seed.is_none() {
+    if a.seeds.is_none() && a.seed.is_none() && !a.lab {
         return Err("give --seeds N or --seed S (see --help)".into());
     }
     Ok(a)
@@ -75,6 +80,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.lab {
+        let (lines, ok) = tandem_sim::lab::run();
+        for l in lines {
+            println!("{l}");
+        }
+        return if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
     if let Some(seed) = args.seed {
         let o = run_seed(seed, true);
         if args.trace {

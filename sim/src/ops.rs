@@ -24,6 +24,7 @@ impl World {
             Action::FencePeerAnswer { request, verdict } => {
                 let ctx = self.hosts[h].daemon.as_mut().and_then(|d| d.hooks.remove(&request));
                 self.log(|| format!("node{h}: fence-peer handler exits {}", verdict.exit_code()));
+        self.narrate(|| format!("node{h}: DRBD's fence-peer handler exits {}", verdict.exit_code()));
                 let result = match verdict {
                     FencePeerVerdict::PeerOutdated | FencePeerVerdict::PeerFenced => Ok(()),
                     FencePeerVerdict::Undecided(r) => Err(r),
@@ -104,6 +105,9 @@ impl World {
                     _ => {}
                 }
                 self.log(|| format!("node{h} event: {e:?}"));
+                if let Some(line) = crate::lab::describe(&e) {
+                    self.narrate(|| format!("node{h}: {line}"));
+                }
             }
         }
     }
@@ -279,6 +283,7 @@ impl World {
         }
         self.hosts[h].vms.insert(domain, Vm::Running { since: self.now });
         self.log(|| format!("node{h}: vm{domain} running"));
+        self.narrate(|| format!("node{h}: vm{domain} is running"));
         Ok(())
     }
 
@@ -353,6 +358,7 @@ impl World {
             .insert(mig.domain, Vm::Running { since: self.now });
         self.stats.migrations_ok += 1;
         self.log(|| format!("vm{} migrated node{} -> node{}", mig.domain, mig.src, mig.dst));
+        self.narrate(|| format!("vm{} switched over: now running on node{}", mig.domain, mig.dst));
         // Source: `stopped end`, `release end migrated`.
         self.run_hook(mig.src, HookCtx::Release, mig.domain);
         self.finish_origin(mig.origin, Ok(()));

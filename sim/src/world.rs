@@ -156,6 +156,8 @@ pub struct World {
     next_mig: u64,
     pub(crate) scenario: Scenario,
     pub(crate) trace: Option<Vec<String>>,
+    /// Readable key moments, for `tandem-sim --lab`.
+    pub(crate) narration: Option<Vec<(u64, String)>>,
     pub(crate) violations: Vec<String>,
     pub stats: Stats,
     pub(crate) disturbances: u64,
@@ -198,6 +200,7 @@ impl World {
             next_mig: 1,
             scenario,
             trace: if trace { Some(Vec::new()) } else { None },
+            narration: None,
             violations: Vec::new(),
             stats: Stats::default(),
             disturbances: 0,
@@ -237,6 +240,22 @@ impl World {
         if let Some(t) = self.trace.as_mut() {
             t.push(format!("[{:>6}.{:03}] {}", now / 1000, now % 1000, f()));
         }
+    }
+
+    /// Records a readable line for the lab's timeline.
+    pub(crate) fn narrate(&mut self, f: impl FnOnce() -> String) {
+        let now = self.now;
+        if let Some(n) = self.narration.as_mut() {
+            n.push((now, f()));
+        }
+    }
+
+    pub fn enable_narration(&mut self) {
+        self.narration = Some(Vec::new());
+    }
+
+    pub fn narration(&self) -> &[(u64, String)] {
+        self.narration.as_deref().unwrap_or(&[])
     }
 
     pub(crate) fn violate(&mut self, invariant: u8, what: String) {
@@ -315,6 +334,7 @@ impl World {
                     self.power_offs_in_flight[target] = self.power_offs_in_flight[target].saturating_sub(1);
                     if self.hosts[target].powered {
                         self.log(|| format!("node{target}: powered off by its fence device"));
+                        self.narrate(|| format!("node{target}'s BMC powers it off"));
                     }
                     self.power_off(target);
                 }
@@ -645,6 +665,7 @@ impl World {
             self.disturbances += 1;
         }
         self.log(|| format!("*** {f}"));
+        self.narrate(|| format!("*** {f}"));
         match f {
             Fault::CutLink { link, to } => {
                 if let Some(l) = self.links.get_mut(usize::from(link)) {

@@ -1,0 +1,37 @@
+# The README's two commands are `make lab` and `make test`; both install what
+# they need first (scripts/deps.sh) and can be run again at any time.
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+CARGO ?= cargo
+
+.PHONY: lab test bench deps build sim lint
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(CARGO) build --workspace --release
+
+# The main job. Until the two-node lab lands it runs the simulated cluster
+# (the real core on two simulated hosts) and prints its timeline.
+lab: deps
+	$(CARGO) build --release -p tandem-sim
+	./target/release/tandem-sim --lab
+
+lint: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Every test: formatting, lints, unit and integration tests (the peer-link tests
+# need root for network namespaces), and 10000 simulated fault schedules.
+test: lint
+	$(CARGO) test --workspace
+	$(CARGO) build --release -p tandem-sim
+	./target/release/tandem-sim --seeds 10000
+
+bench: deps
+	$(CARGO) build --workspace --release
+	@mkdir -p target/bench
+	scripts/bench-sim.sh
+	@for b in scripts/bench-*.sh; do [ "$$b" = scripts/bench-sim.sh ] || "$$b"; done
+	@python3 scripts/bench_results.py table

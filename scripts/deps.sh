@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what `make lab`, `make test` and `make bench` need on Debian 12, when it
+# is missing. Idempotent: a second run installs nothing. Run as root.
+set -euo pipefail
+
+# Debian packages the tests use (see ../shared/REAL-PARTS.md for why each).
+PACKAGES=(
+  iproute2 iptables procps python3   # network namespaces, veth, link faults
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "deps: missing Debian packages ${missing[*]}; run as root (or: apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "deps: no Rust toolchain found; installing Debian's (tandem needs Rust 1.80 or newer)"
+    apt-get install -y -qq --no-install-recommends cargo rustc >/dev/null
+  fi
+fi
+for comp in rustfmt clippy; do
+  if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1; then
+      rustup component add "$comp"
+    else
+      apt-get install -y -qq --no-install-recommends "rust-$comp" >/dev/null 2>&1 ||
+        apt-get install -y -qq --no-install-recommends "$comp" >/dev/null
+    fi
+  fi
+done
