@@ -53,7 +53,8 @@ pub fn run() -> (Vec<String>, bool) {
     let violations = w.run();
     let mut lines = vec![
         "tandem lab (simulated): two hosts, node0 and node1, two heartbeat links, DRBD resources r0 and r1".to_string(),
-        "vm0 runs on node0 (r0 Primary there), vm1 on node1 (r1 Primary there); node0 is the preferred node".to_string(),
+        "vm0 runs on node0 (r0 Primary there), vm1 on node1 (r1 Primary there); node0 is the preferred node"
+            .to_string(),
         String::new(),
     ];
     let n = w.narration();
@@ -63,10 +64,16 @@ pub fn run() -> (Vec<String>, bool) {
     let at = |needle: &str| n.iter().find(|(_, l)| l.contains(needle)).map(|(t, _)| *t);
     lines.push(String::new());
     if let (Some(a), Some(b)) = (at("virsh migrate"), at("switched over")) {
-        lines.push(format!("live migration of vm0: {} ms from `virsh migrate` to switch-over", b - a));
+        lines.push(format!(
+            "live migration of vm0: {} ms from `virsh migrate` to switch-over",
+            b - a
+        ));
     }
     if let (Some(o), Some(c)) = (at("window for vm0 open"), at("window for vm0 closed")) {
-        lines.push(format!("r0 was dual-primary for {} ms, only inside the migration window", c - o));
+        lines.push(format!(
+            "r0 was dual-primary for {} ms, only inside the migration window",
+            c - o
+        ));
     }
     if let (Some(crash), Some(lost), Some(fenced)) = (at("loses power"), at("peer lost"), at("confirmed the peer")) {
         let last = n

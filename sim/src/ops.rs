@@ -24,7 +24,7 @@ impl World {
             Action::FencePeerAnswer { request, verdict } => {
                 let ctx = self.hosts[h].daemon.as_mut().and_then(|d| d.hooks.remove(&request));
                 self.log(|| format!("node{h}: fence-peer handler exits {}", verdict.exit_code()));
-        self.narrate(|| format!("node{h}: DRBD's fence-peer handler exits {}", verdict.exit_code()));
+                self.narrate(|| format!("node{h}: DRBD's fence-peer handler exits {}", verdict.exit_code()));
                 let result = match verdict {
                     FencePeerVerdict::PeerOutdated | FencePeerVerdict::PeerFenced => Ok(()),
                     FencePeerVerdict::Undecided(r) => Err(r),

@@ -69,6 +69,11 @@ pub enum Fault {
     OperatorFence {
         host: u8,
     },
+    /// The destination's qemu of a running migration dies: libvirt runs
+    /// `release end` on the destination and no hook at all on the source.
+    KillIncoming {
+        domain: usize,
+    },
 }
 
 impl Fault {
@@ -90,6 +95,7 @@ impl Fault {
             Fault::TandemMigrate { .. } => "tandem-migrate",
             Fault::Standby { .. } => "standby",
             Fault::OperatorFence { .. } => "operator-fence",
+            Fault::KillIncoming { .. } => "kill-incoming",
         }
     }
 
@@ -125,6 +131,7 @@ impl fmt::Display for Fault {
                 write!(f, "tandemctl standby {} on node{host}", if *on { "on" } else { "off" })
             }
             Fault::OperatorFence { host } => write!(f, "tandemctl fence (peer) on node{host}"),
+            Fault::KillIncoming { domain } => write!(f, "the incoming qemu of vm{domain} dies on the destination"),
         }
     }
 }
@@ -243,7 +250,8 @@ impl Scenario {
                 72..=76 => Fault::Stop { domain },
                 77..=88 => Fault::Migrate { domain },
                 89..=93 => Fault::TandemMigrate { domain },
-                94..=96 => Fault::Standby {
+                94..=95 => Fault::KillIncoming { domain },
+                96..=97 => Fault::Standby {
                     host,
                     on: rng.gen_bool(0.6),
                 },

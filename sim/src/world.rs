@@ -266,10 +266,11 @@ impl World {
 
     /// Runs to the end of the scenario. Returns the violations.
     pub fn run(&mut self) -> Vec<String> {
-        while let Some(Reverse((t, seq))) = self.queue.pop() {
+        while let Some(&Reverse((t, seq))) = self.queue.peek() {
             if t > self.scenario.duration_ms || !self.violations.is_empty() {
                 break;
             }
+            self.queue.pop();
             self.now = t;
             let Some(ev) = self.events.remove(&seq) else {
                 continue;
@@ -733,6 +734,20 @@ impl World {
                 }
             }
             Fault::Standby { host, on } => self.feed(usize::from(host) & 1, Input::OperatorStandby { on }),
+            Fault::KillIncoming { domain } => {
+                let mig = self
+                    .migrations
+                    .iter()
+                    .find(|(_, m)| m.domain == domain)
+                    .map(|(k, m)| (*k, m.clone()));
+                if let Some((k, m)) = mig {
+                    if self.hosts[m.dst].vms.remove(&m.domain).is_some() {
+                        self.migrations.remove(&k);
+                        self.run_hook(m.dst, HookCtx::Release, m.domain);
+                        self.finish_origin(m.origin, Err("the destination qemu died".into()));
+                    }
+                }
+            }
             Fault::OperatorFence { host } => {
                 let h = usize::from(host) & 1;
                 if let Some(d) = self.hosts[h].daemon.as_mut() {
@@ -743,8 +758,47 @@ impl World {
         }
     }
 
+    /// Whether host `h` has power.
+    pub fn is_powered(&self, h: usize) -> bool {
+        self.hosts[h].powered
+    }
+
+    /// The DRBD role of resource `r` on host `h`.
+    pub fn role(&self, r: usize, h: usize) -> tandem::core::Role {
+        self.drbd[r].sides[h].role
+    }
+
+    /// Whether host `h` allows two primaries on resource `r`.
+    pub fn dual_primary(&self, r: usize, h: usize) -> bool {
+        self.drbd[r].sides[h].allow_two_primaries
+    }
+
+    /// Migration windows host `h`'s daemon holds (None: daemon not running).
+    pub fn windows(&self, h: usize) -> Option<usize> {
+        self.hosts[h].daemon.as_ref().map(|d| d.core.open_windows().count())
+    }
+
+    /// The peer state host `h`'s daemon sees.
+    pub fn peer_state(&self, h: usize) -> Option<tandem::core::PeerState> {
+        self.hosts[h].daemon.as_ref().map(|d| d.core.peer_state())
+    }
+
+    /// The violations found so far.
+    pub fn violations(&self) -> &[String] {
+        &self.violations
+    }
+
+    /// Runs until `t` ms (then `run` goes on to the end).
+    pub fn run_until(&mut self, t: u64) -> Vec<String> {
+        let end = self.scenario.duration_ms;
+        self.scenario.duration_ms = t.min(end);
+        let v = self.run();
+        self.scenario.duration_ms = end;
+        v
+    }
+
     /// The host where a domain runs unpaused, if any.
-    pub(crate) fn runs_on(&self, domain: usize) -> Option<usize> {
+    pub fn runs_on(&self, domain: usize) -> Option<usize> {
         (0..2).find(|&h| matches!(self.hosts[h].vms.get(&domain), Some(Vm::Running { .. })))
     }
 

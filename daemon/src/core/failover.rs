@@ -69,6 +69,7 @@ impl Core {
         let domains: Vec<DomainName> = match self.membership.peer_summary() {
             Some(s) => {
                 let mut d: BTreeSet<DomainName> = s.domains.iter().cloned().collect();
+                d.extend(self.handed_over.iter().cloned());
                 // A domain whose disk the peer held Primary may have started after
                 // the last heartbeat listed it.
                 for (name, e) in &self.domains {

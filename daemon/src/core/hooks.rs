@@ -276,7 +276,12 @@ impl Core {
         if let Some(d) = self.domains.get_mut(&domain) {
             d.run = DomainRun::Stopped;
         }
-        if let Some((id, _)) = self.window_for(&domain) {
+        if let Some((id, w)) = self.window_for(&domain) {
+            if w.side == WindowSide::Source {
+                // Released by the source of a migration: it now runs on the peer,
+                // even if no heartbeat said so before the peer died.
+                self.handed_over.insert(domain.clone());
+            }
             self.close_window(id, true, "the domain was released".into(), Some(request), out);
             self.advance_windows(now, out);
             return Ok(());

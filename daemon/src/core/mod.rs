@@ -17,6 +17,9 @@ mod protocol;
 mod types;
 mod windows;
 
+#[cfg(test)]
+mod tests;
+
 pub use arbiter::{ArbiterPhase, ArbiterTimings};
 pub use error::CoreError;
 pub use io::{Action, DrbdOp, Event, FencePeerVerdict, Input, Persisted, PersistedWindow};
@@ -111,6 +114,8 @@ pub struct Core {
     fence_peer: BTreeMap<RequestId, FencePeerWait>,
     takeovers: BTreeMap<DomainName, Takeover>,
     migrating: BTreeSet<DomainName>,
+    /// Domains migrated to the peer since its last heartbeat.
+    handed_over: BTreeSet<DomainName>,
     peer_msg: Option<(u64, u64)>,
     standby: bool,
     next_action: u64,
@@ -140,6 +145,7 @@ impl Core {
             fence_peer: BTreeMap::new(),
             takeovers: BTreeMap::new(),
             migrating: BTreeSet::new(),
+            handed_over: BTreeSet::new(),
             peer_msg: None,
             standby: false,
             next_action: 1,
@@ -220,7 +226,11 @@ impl Core {
             Input::Tick => {}
             Input::Heartbeat { link, heartbeat } => {
                 self.membership.check(link, &heartbeat)?;
-                if let Some(change) = self.membership.record(now, link, heartbeat) {
+                let change = self.membership.record(now, link, heartbeat);
+                if let Some(s) = self.membership.peer_summary() {
+                    self.handed_over.retain(|d| !s.domains.contains(d));
+                }
+                if let Some(change) = change {
                     self.membership_changed(now, change, &mut out);
                 }
             }
