@@ -77,6 +77,8 @@ pub struct DropCounters {
     pub wrong_link: u64,
     /// The core's queue was full.
     pub overflow: u64,
+    /// A new boot id not yet proven fresh (it did not echo a recent heartbeat of ours).
+    pub unproven: u64,
 }
 
 impl DropCounters {
@@ -103,6 +105,7 @@ impl DropCounters {
             + self.wrong_sender
             + self.wrong_link
             + self.overflow
+            + self.unproven
     }
 }
 
@@ -148,6 +151,8 @@ enum Dropped {
     WrongLink(LinkId),
     #[error("replayed ({0:?})")]
     Replayed(ReplayVerdict),
+    #[error("new boot id {0:x} that does not echo a recent heartbeat of ours yet")]
+    Unproven(u64),
 }
 
 impl LinkState {
@@ -215,6 +220,21 @@ impl LinkState {
         if dg.link != self.stats.link {
             drops.wrong_link += 1;
             return Err((Dropped::WrongLink(dg.link), drops.wrong_link));
+        }
+        // A boot id we do not track yet (first contact, or a restarted peer) is
+        // trusted only once it echoes one of our recent heartbeats: a datagram
+        // recorded from an earlier incarnation cannot, so replaying it cannot
+        // fake a peer coming back. It is still echoed, so the peer can prove
+        // itself on its next heartbeat.
+        if self.window.check(dg.heartbeat.boot, dg.heartbeat.counter) == ReplayVerdict::NewBoot {
+            let proven = dg
+                .echo
+                .is_some_and(|e| e.boot == cfg.boot && self.sent_at.iter().any(|(c, _)| *c == e.counter));
+            if !proven {
+                self.last_peer = Some((dg.heartbeat.boot, dg.heartbeat.counter, now));
+                drops.unproven += 1;
+                return Err((Dropped::Unproven(dg.heartbeat.boot), drops.unproven));
+            }
         }
         let verdict = self.window.accept(dg.heartbeat.boot, dg.heartbeat.counter);
         if !verdict.accepted() {

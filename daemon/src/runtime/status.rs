@@ -95,6 +95,7 @@ impl StatusFile {
                         "truncated": d.truncated, "oversized": d.oversized, "garbage": d.garbage,
                         "bad_version": d.bad_version, "bad_auth": d.bad_auth, "replayed": d.replayed,
                         "wrong_sender": d.wrong_sender, "wrong_link": d.wrong_link, "overflow": d.overflow,
+                        "unproven": d.unproven,
                     },
                 })
             })
