@@ -6,6 +6,7 @@
 pub mod drbd;
 mod invariants;
 pub mod lab;
+mod lifecycle;
 mod ops;
 pub mod schedule;
 mod world;
