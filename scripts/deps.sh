@@ -6,6 +6,7 @@ set -euo pipefail
 # Debian packages the tests use (see ../shared/REAL-PARTS.md for why each).
 PACKAGES=(
   iproute2 iptables procps python3   # network namespaces, veth, link faults
+  openipmi ipmitool fence-agents     # ipmi_sim as the BMC; ipmitool/fence_ipmilan as reference clients
 )
 
 missing=()

@@ -5,6 +5,8 @@
 
 pub mod config;
 pub mod core;
+pub mod drbd;
+pub mod fence;
 pub mod net;
 pub mod runtime;
 pub mod state;

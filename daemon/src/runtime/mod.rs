@@ -2,12 +2,14 @@
 //! the drivers answering its actions, a status file for operators.
 
 mod clock;
+mod drivers;
 mod status;
 
 use crate::config::{self, Config};
-use crate::core::{Action, ActionId, Core, Event, Input, NodeId, Persisted};
+use crate::core::{Action, Core, Event, Input, NodeId, Persisted};
 use crate::net::{self, ControlConfig, ControlLink, HeartbeatConfig, LinkAddrs};
 use crate::state;
+use drivers::Drivers;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -104,6 +106,9 @@ pub async fn run(opts: Options) -> Result<(), RuntimeError> {
     .await?;
     drop(key);
 
+    let (drv_tx, mut drv_rx) = mpsc::channel(256);
+    let drivers = Drivers::new(&cfg, me, drv_tx);
+    let drbd_watch = drivers.watch_drbd();
     let mut status = opts
         .status_file
         .as_ref()
@@ -114,12 +119,11 @@ pub async fn run(opts: Options) -> Result<(), RuntimeError> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(RuntimeError::Signal)?;
     let mut status_tick = tokio::time::interval(Duration::from_millis(200));
     let mut ctx = Ctx {
-        cfg: &cfg,
         state_path,
         host_boot,
         control: &control,
         status: status.as_mut(),
-        driver_results: Vec::new(),
+        drivers: &drivers,
     };
     loop {
         let wake = core
@@ -129,25 +133,21 @@ pub async fn run(opts: Options) -> Result<(), RuntimeError> {
         let input = tokio::select! {
             Some((link, heartbeat)) = hb_rx.recv() => Some(Input::Heartbeat { link, heartbeat }),
             Some(msg) = peer_rx.recv() => Some(Input::Peer(msg)),
+            Some(result) = drv_rx.recv() => Some(result),
             _ = tokio::time::sleep_until(wake) => Some(Input::Tick),
             _ = status_tick.tick() => None,
             _ = term.recv() => break,
             _ = int.recv() => break,
         };
-        let mut inputs: Vec<Input> = input.into_iter().collect();
-        while !inputs.is_empty() {
-            for input in std::mem::take(&mut inputs) {
-                let now = clock.now();
-                match core.handle(now, input) {
-                    Ok(actions) => {
-                        for a in actions {
-                            ctx.exec(a);
-                        }
+        if let Some(input) = input {
+            match core.handle(clock.now(), input) {
+                Ok(actions) => {
+                    for a in actions {
+                        ctx.exec(a);
                     }
-                    Err(e) => tracing::debug!(error = %e, "input refused by the core"),
                 }
+                Err(e) => tracing::debug!(error = %e, "input refused by the core"),
             }
-            inputs = std::mem::take(&mut ctx.driver_results);
         }
         summary_tx.send_if_modified(|s| {
             let new = core.summary();
@@ -156,13 +156,14 @@ pub async fn run(opts: Options) -> Result<(), RuntimeError> {
             changed
         });
         if let Some(st) = ctx.status.as_mut() {
-            st.write(&core, &heartbeats.stats(), &control.status());
+            st.write(&core, &heartbeats.stats(), &control.status(), drivers.fence_history());
         }
     }
     info!("tandemd stopping");
     if let Some(st) = ctx.status.as_mut() {
-        st.write(&core, &heartbeats.stats(), &control.status());
+        st.write(&core, &heartbeats.stats(), &control.status(), drivers.fence_history());
     }
+    drbd_watch.abort();
     drop(heartbeats);
     drop(control);
     Ok(())
@@ -191,13 +192,11 @@ fn link_addrs(cfg: &Config, me: NodeId, port: u16) -> Vec<(SocketAddr, SocketAdd
 
 /// What the actions of the core reach.
 struct Ctx<'a> {
-    cfg: &'a Config,
     state_path: PathBuf,
     host_boot: String,
     control: &'a net::ControlHandle,
     status: Option<&'a mut StatusFile>,
-    /// Answers of drivers that completed at once, fed back to the core.
-    driver_results: Vec<Input>,
+    drivers: &'a Drivers,
 }
 
 impl Ctx<'_> {
@@ -216,34 +215,13 @@ impl Ctx<'_> {
                     st.event(&e);
                 }
             }
-            Action::Fence { action, target, level } => {
-                let kind = self
-                    .cfg
-                    .node(target)
-                    .fence
-                    .get(level)
-                    .and_then(|l| l.devices.first())
-                    .map_or("none", |d| d.kind());
-                warn!(target = %self.cfg.node(target).name, level, kind, "no fence driver in this build: fence fails");
-                self.fail(
-                    action,
-                    true,
-                    format!("fence devices of kind {kind} are not supported by this build"),
-                );
-            }
-            Action::Drbd { action, op } => self.fail(
+            Action::Fence { action, level, .. } => self.drivers.fence(action, level),
+            Action::Drbd { action, op } => self.drivers.drbd(action, op),
+            Action::StartDomain { action, domain } => self
+                .drivers
+                .unsupported(action, format!("no hypervisor driver in this build to start {domain}")),
+            Action::MigrateDomain { action, domain } => self.drivers.unsupported(
                 action,
-                false,
-                format!("DRBD driver not available in this build ({op:?})"),
-            ),
-            Action::StartDomain { action, domain } => self.fail(
-                action,
-                false,
-                format!("no hypervisor driver in this build to start {domain}"),
-            ),
-            Action::MigrateDomain { action, domain } => self.fail(
-                action,
-                false,
                 format!("no hypervisor driver in this build to migrate {domain}"),
             ),
             Action::Answer { request, result } => {
@@ -257,15 +235,6 @@ impl Ctx<'_> {
                 )
             }
         }
-    }
-
-    fn fail(&mut self, action: ActionId, fence: bool, reason: String) {
-        let result = Err(reason);
-        self.driver_results.push(if fence {
-            Input::FenceDone { action, result }
-        } else {
-            Input::ActionDone { action, result }
-        });
     }
 }
 

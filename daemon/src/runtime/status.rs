@@ -4,6 +4,7 @@
 
 use crate::config::Config;
 use crate::core::{ArbiterPhase, Core, Event, NodeId, PeerState};
+use crate::fence::FenceHistory;
 use crate::net::{ControlStatus, LinkStats};
 use crate::state::write_atomic;
 use serde_json::{json, Value};
@@ -75,7 +76,7 @@ impl StatusFile {
         }
     }
 
-    fn render(&self, core: &Core, links: &[LinkStats], control: &ControlStatus) -> Value {
+    fn render(&self, core: &Core, links: &[LinkStats], control: &ControlStatus, fences: &FenceHistory) -> Value {
         let core_links = core.membership().links();
         let links: Vec<Value> = links
             .iter()
@@ -105,6 +106,25 @@ impl StatusFile {
             .iter()
             .map(|(t, e)| json!({"unix_ms": t, "event": e}))
             .collect();
+        let fences: Vec<Value> = fences
+            .records()
+            .iter()
+            .map(|r| {
+                json!({
+                    "unix_ms": r.at_unix_ms,
+                    "node": r.node,
+                    "level": r.level,
+                    "kind": r.kind,
+                    "device": r.device,
+                    "action": r.action.as_str(),
+                    "duration_ms": r.duration_ms,
+                    "result": match &r.result {
+                        Ok(state) => format!("{state:?}").to_lowercase(),
+                        Err(e) => format!("error: {e}"),
+                    },
+                })
+            })
+            .collect();
         json!({
             "version": 1,
             "node": self.node,
@@ -125,12 +145,13 @@ impl StatusFile {
             "arbiter": arbiter_word(core.arbiter_phase()),
             "windows": core.open_windows().map(|(id, d)| json!({"id": id.to_string(), "domain": d.0})).collect::<Vec<_>>(),
             "events": events,
+            "fence_history": fences,
         })
     }
 
     /// Rewrites the file (with the current time) when anything changed.
-    pub fn write(&mut self, core: &Core, links: &[LinkStats], control: &ControlStatus) {
-        let mut v = self.render(core, links, control);
+    pub fn write(&mut self, core: &Core, links: &[LinkStats], control: &ControlStatus, fences: &FenceHistory) {
+        let mut v = self.render(core, links, control, fences);
         // last_seen_ms_ago changes on every call; the file is rewritten anyway
         // every tick so readers see fresh ages.
         if let Some(obj) = v.as_object_mut() {

@@ -1,0 +1,6 @@
+//! `drbdsetup`, played by the DRBD stand-in (see README.md).
+fn main() {
+    std::process::exit(tandem_drbd_standin::main_as(
+        tandem_drbd_standin::Personality::Drbdsetup,
+    ));
+}
