@@ -3,6 +3,7 @@
 
 mod clock;
 mod drivers;
+mod requests;
 mod status;
 
 use crate::config::{self, Config};
@@ -16,6 +17,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use requests::Requests;
+pub use requests::{Call, Handle, HandleError, Reply};
 pub use status::StatusFile;
 
 /// How the daemon was started.
@@ -109,10 +112,10 @@ pub async fn run(opts: Options) -> Result<(), RuntimeError> {
     let (drv_tx, mut drv_rx) = mpsc::channel(256);
     let drivers = Drivers::new(&cfg, me, drv_tx);
     let drbd_watch = drivers.watch_drbd();
-    let mut status = opts
-        .status_file
-        .as_ref()
-        .map(|p| StatusFile::new(p.clone(), &cfg, me, boot));
+    let (requests, handle) = Requests::new();
+    let mut status = StatusFile::new(opts.status_file.clone(), &cfg, me, boot);
+    // Clients (the D-Bus service) reach the core through `handle`.
+    let _handle = handle;
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(RuntimeError::Signal)?;
     let mut int =
@@ -122,15 +125,22 @@ pub async fn run(opts: Options) -> Result<(), RuntimeError> {
         state_path,
         host_boot,
         control: &control,
-        status: status.as_mut(),
+        status: &mut status,
         drivers: &drivers,
+        requests,
     };
     loop {
         let wake = core
             .next_deadline()
             .map(|d| clock.instant_of(d))
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let mut immediate = None;
         let input = tokio::select! {
+            Some(req) = ctx.requests.rx.recv() => {
+                let (input, reply) = ctx.requests.admit(req);
+                immediate = reply;
+                Some(input)
+            }
             Some((link, heartbeat)) = hb_rx.recv() => Some(Input::Heartbeat { link, heartbeat }),
             Some(msg) = peer_rx.recv() => Some(Input::Peer(msg)),
             Some(result) = drv_rx.recv() => Some(result),
@@ -140,13 +150,24 @@ pub async fn run(opts: Options) -> Result<(), RuntimeError> {
             _ = int.recv() => break,
         };
         if let Some(input) = input {
-            match core.handle(clock.now(), input) {
+            match core.handle(clock.now(), input.clone()) {
                 Ok(actions) => {
+                    if let Some(reply) = immediate.take() {
+                        let _ = reply.send(Reply::Done(Ok(())));
+                    }
                     for a in actions {
                         ctx.exec(a);
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, "input refused by the core"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "input refused by the core");
+                    match immediate.take() {
+                        Some(reply) => {
+                            let _ = reply.send(Reply::Done(Err(e.to_string())));
+                        }
+                        None => ctx.requests.refused(&input, e.to_string()),
+                    }
+                }
             }
         }
         summary_tx.send_if_modified(|s| {
@@ -155,14 +176,14 @@ pub async fn run(opts: Options) -> Result<(), RuntimeError> {
             *s = new;
             changed
         });
-        if let Some(st) = ctx.status.as_mut() {
-            st.write(&core, &heartbeats.stats(), &control.status(), drivers.fence_history());
-        }
+        let v = ctx
+            .status
+            .update(&core, &heartbeats.stats(), &control.status(), drivers.fence_history());
+        ctx.requests.status.send_replace(v);
     }
     info!("tandemd stopping");
-    if let Some(st) = ctx.status.as_mut() {
-        st.write(&core, &heartbeats.stats(), &control.status(), drivers.fence_history());
-    }
+    ctx.status
+        .update(&core, &heartbeats.stats(), &control.status(), drivers.fence_history());
     drbd_watch.abort();
     drop(heartbeats);
     drop(control);
@@ -195,8 +216,9 @@ struct Ctx<'a> {
     state_path: PathBuf,
     host_boot: String,
     control: &'a net::ControlHandle,
-    status: Option<&'a mut StatusFile>,
+    status: &'a mut StatusFile,
     drivers: &'a Drivers,
+    requests: Requests,
 }
 
 impl Ctx<'_> {
@@ -211,9 +233,9 @@ impl Ctx<'_> {
             }
             Action::Event(e) => {
                 log_event(&e);
-                if let Some(st) = self.status.as_mut() {
-                    st.event(&e);
-                }
+                let record = self.status.event(&e);
+                // No subscriber is fine.
+                let _ = self.requests.events.send(record);
             }
             Action::Fence { action, level, .. } => self.drivers.fence(action, level),
             Action::Drbd { action, op } => self.drivers.drbd(action, op),
@@ -224,16 +246,8 @@ impl Ctx<'_> {
                 action,
                 format!("no hypervisor driver in this build to migrate {domain}"),
             ),
-            Action::Answer { request, result } => {
-                tracing::debug!(request = request.0, ?result, "hook answer with no hook attached")
-            }
-            Action::FencePeerAnswer { request, verdict } => {
-                tracing::debug!(
-                    request = request.0,
-                    ?verdict,
-                    "fence-peer answer with no handler attached"
-                )
-            }
+            Action::Answer { request, result } => self.requests.answer(request, Reply::Done(result)),
+            Action::FencePeerAnswer { request, verdict } => self.requests.answer(request, Reply::FencePeer(verdict)),
         }
     }
 }

@@ -17,13 +17,13 @@ const EVENTS_KEPT: usize = 100;
 
 #[derive(Debug)]
 pub struct StatusFile {
-    path: PathBuf,
+    /// Where the JSON is written, if anywhere (`--status-file`).
+    path: Option<PathBuf>,
     node: String,
     peer: String,
     boot: u64,
     events: VecDeque<(u64, String)>,
     peer_since: u64,
-    last: Option<Value>,
 }
 
 fn unix_ms() -> u64 {
@@ -52,7 +52,7 @@ fn arbiter_word(p: ArbiterPhase) -> &'static str {
 }
 
 impl StatusFile {
-    pub fn new(path: PathBuf, cfg: &Config, me: NodeId, boot: u64) -> Self {
+    pub fn new(path: Option<PathBuf>, cfg: &Config, me: NodeId, boot: u64) -> Self {
         StatusFile {
             path,
             node: cfg.node(me).name.clone(),
@@ -60,20 +60,22 @@ impl StatusFile {
             boot,
             events: VecDeque::new(),
             peer_since: unix_ms(),
-            last: None,
         }
     }
 
-    pub fn event(&mut self, e: &Event) {
+    /// Records an event; returns it as status shows it.
+    pub fn event(&mut self, e: &Event) -> Value {
         let now = unix_ms();
         if matches!(e, Event::PeerOnline { .. } | Event::PeerLost | Event::FenceConfirmed) {
             self.peer_since = now;
         }
         let name = format!("{e:?}");
+        let record = json!({"unix_ms": now, "event": name});
         self.events.push_back((now, name));
         while self.events.len() > EVENTS_KEPT {
             self.events.pop_front();
         }
+        record
     }
 
     fn render(&self, core: &Core, links: &[LinkStats], control: &ControlStatus, fences: &FenceHistory) -> Value {
@@ -149,24 +151,30 @@ impl StatusFile {
         })
     }
 
-    /// Rewrites the file (with the current time) when anything changed.
-    pub fn write(&mut self, core: &Core, links: &[LinkStats], control: &ControlStatus, fences: &FenceHistory) {
+    /// Renders the status and rewrites the file, if there is one.
+    pub fn update(
+        &mut self,
+        core: &Core,
+        links: &[LinkStats],
+        control: &ControlStatus,
+        fences: &FenceHistory,
+    ) -> Value {
         let mut v = self.render(core, links, control, fences);
         // last_seen_ms_ago changes on every call; the file is rewritten anyway
         // every tick so readers see fresh ages.
         if let Some(obj) = v.as_object_mut() {
             obj.insert("unix_ms".into(), json!(unix_ms()));
         }
-        let bytes = match serde_json::to_vec_pretty(&v) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot render status");
-                return;
+        if let Some(path) = &self.path {
+            match serde_json::to_vec_pretty(&v) {
+                Ok(bytes) => {
+                    if let Err(e) = write_atomic(path, &bytes) {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot write status file");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot render status"),
             }
-        };
-        if let Err(e) = write_atomic(&self.path, &bytes) {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot write status file");
         }
-        self.last = Some(v);
+        v
     }
 }
