@@ -90,4 +90,6 @@ echo " a session per call, and waits power_wait = 2 s after off)"
 
 python3 scripts/bench_results.py set \
   fence_off_ms_tandem "$tandem_off" fence_off_ms_fence_ipmilan "$agent_off" \
-  fence_status_ms_tandem "$tandem_status" fence_status_ms_fence_ipmilan "$agent_status"
+  fence_status_ms_tandem "$tandem_status" fence_status_ms_fence_ipmilan "$agent_status" \
+  fence_off_ratio_fence_ipmilan_over_tandem "$(ratio "$agent_off" "$tandem_off")" \
+  fence_status_ratio_fence_ipmilan_over_tandem "$(ratio "$agent_status" "$tandem_status")"
