@@ -59,10 +59,25 @@ impl Default for Timing {
     }
 }
 
+/// What a test adds to the configuration of [`config_toml`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigExtra {
+    /// More `[timing]` keys, each a `key = value` line.
+    pub timing: Vec<String>,
+    /// Each node's fence levels, by [`Node::index`]: the TOML of its
+    /// `[[node.NAME.fence]]` tables. Empty means `fence = []`.
+    pub fence: [String; 2],
+}
+
 /// The cluster configuration for a [`Lab2`]: nodes `alpha` (preferred) and
 /// `beta`, one address per lab link, no fence devices, one DRBD resource, no
 /// hypervisor.
 pub fn config_toml(authkey: &Path, timing: Timing) -> Result<String> {
+    config_toml_with(authkey, timing, &ConfigExtra::default())
+}
+
+/// [`config_toml`] with `extra`'s timing keys and fence levels.
+pub fn config_toml_with(authkey: &Path, timing: Timing, extra: &ConfigExtra) -> Result<String> {
     let key = authkey
         .to_str()
         .ok_or_else(|| anyhow!("key path {} is not UTF-8", authkey.display()))?;
@@ -79,15 +94,29 @@ pub fn config_toml(authkey: &Path, timing: Timing) -> Result<String> {
          dead_after_ms = {}\n",
         timing.heartbeat_interval_ms, timing.dead_after_ms
     );
+    for line in &extra.timing {
+        s.push_str(line);
+        s.push('\n');
+    }
     for node in Node::BOTH {
         let addrs: Vec<String> = (0..LINKS)
             .map(|l| Lab2::addr(node, l).map(|a| format!("{a:?}")))
             .collect::<Result<_>>()?;
         s.push_str(&format!(
-            "\n[node.{}]\naddresses = [{}]\nfence = []\n",
+            "\n[node.{}]\naddresses = [{}]\n",
             node.name(),
             addrs.join(", ")
         ));
+        match extra.fence[node.index()].as_str() {
+            "" => s.push_str("fence = []\n"),
+            levels => {
+                s.push('\n');
+                s.push_str(levels);
+                if !levels.ends_with('\n') {
+                    s.push('\n');
+                }
+            }
+        }
     }
     s.push_str("\n[drbd]\nresources = [\"r0\"]\n\n[hypervisor]\nkind = \"none\"\n");
     Ok(s)
@@ -295,6 +324,16 @@ impl Pair {
     /// Builds a [`Lab2`], writes a fresh 64-byte key (0600) and the
     /// configuration, and starts both daemons.
     pub fn start(timing: Timing) -> Result<Pair> {
+        Pair::start_with(timing, |_| Ok(ConfigExtra::default()))
+    }
+
+    /// [`Pair::start`] with more configuration: `extra` is called with the
+    /// pair's directory (where it may write the secrets its fence devices
+    /// name) before the configuration is written.
+    pub fn start_with<F>(timing: Timing, extra: F) -> Result<Pair>
+    where
+        F: FnOnce(&Path) -> Result<ConfigExtra>,
+    {
         crate::env::preflight()?;
         let bin = crate::env::tandemd_bin()?;
         let lab = Lab2::new()?;
@@ -305,7 +344,8 @@ impl Pair {
         let authkey = dir.path().join("authkey");
         write_authkey(&authkey, &random_key(64), 0o600)?;
         let config = dir.path().join("tandem.toml");
-        std::fs::write(&config, config_toml(&authkey, timing)?)
+        let extra = extra(dir.path())?;
+        std::fs::write(&config, config_toml_with(&authkey, timing, &extra)?)
             .with_context(|| format!("cannot write {}", config.display()))?;
         let alpha = Daemon::start(&bin, lab.ns(Node::Alpha), &config, Node::Alpha, dir.path())?;
         let beta = Daemon::start(&bin, lab.ns(Node::Beta), &config, Node::Beta, dir.path())?;
@@ -364,11 +404,36 @@ impl Pair {
         node: Node,
         timeout: Duration,
         what: &str,
+        pred: F,
+    ) -> Result<(Duration, Value)> {
+        self.wait_status_while(&Node::BOTH, node, timeout, what, pred)
+    }
+
+    /// [`Pair::wait_status`] that fails only if `node` itself exits: its peer
+    /// may be gone (fenced, say).
+    pub fn wait_node<F: FnMut(&Value) -> bool>(
+        &mut self,
+        node: Node,
+        timeout: Duration,
+        what: &str,
+        pred: F,
+    ) -> Result<(Duration, Value)> {
+        self.wait_status_while(&[node], node, timeout, what, pred)
+    }
+
+    fn wait_status_while<F: FnMut(&Value) -> bool>(
+        &mut self,
+        running: &[Node],
+        node: Node,
+        timeout: Duration,
+        what: &str,
         mut pred: F,
     ) -> Result<(Duration, Value)> {
         let start = Instant::now();
         loop {
-            self.ensure_running()?;
+            for n in running {
+                self.daemons[n.index()].ensure_running()?;
+            }
             let last = match self.status(node) {
                 Ok(v) if pred(&v) => return Ok((start.elapsed(), v)),
                 other => other,

@@ -6,6 +6,9 @@
 //! - [`daemon`]: [`Daemon`], a `tandemd` process guard, and [`Pair`], a lab with a
 //!   daemon on each node, a fresh cluster key and configuration.
 //! - [`status`]: reading the daemons' status files, [`wait_for`].
+//! - [`bmc`]: [`Bmc`], an `ipmi_sim` BMC whose power off kills a host's `tandemd`.
+//! - [`fenced`]: [`FencedPair`], a [`Pair`] whose nodes have BMCs and fence
+//!   levels, and the fencing parts of the status file.
 //! - [`inject`]: what an attacker on a link can send (used by `tandem-inject`).
 //! - [`env`]: the checks every test makes first ([`preflight`]) and where
 //!   `tandemd` is ([`tandemd_bin`]).
@@ -14,16 +17,20 @@
 //! run killed outright leaves namespaces behind that the next run sweeps
 //! ([`netns::sweep_leftovers`]).
 
+pub mod bmc;
 pub mod cmd;
 pub mod daemon;
 pub mod env;
+pub mod fenced;
 pub mod inject;
 pub mod lab;
 pub mod netns;
 pub mod status;
 
+pub use bmc::Bmc;
 pub use daemon::{Daemon, Pair, Timing};
 pub use env::{preflight, tandemd_bin};
+pub use fenced::{FenceSetup, FencedPair};
 pub use lab::{Direction, Lab2, Node};
 pub use netns::{NetNs, VethLink};
 pub use status::{read_status, wait_for};
