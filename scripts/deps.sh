@@ -7,6 +7,8 @@ set -euo pipefail
 PACKAGES=(
   iproute2 iptables procps python3   # network namespaces, veth, link faults
   openipmi ipmitool fence-agents     # ipmi_sim as the BMC; ipmitool/fence_ipmilan as reference clients
+  dbus-daemon dbus-bin               # private system-style buses and dbus-send for daemon/tests/dbus.rs
+  util-linux passwd                  # setpriv and groupadd for the D-Bus policy test
 )
 
 missing=()

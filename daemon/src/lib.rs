@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod core;
+pub mod dbus;
 pub mod drbd;
 pub mod fence;
 pub mod net;

@@ -23,6 +23,9 @@ struct Cli {
     /// Where state that survives a restart is kept.
     #[arg(long, default_value = "/var/lib/tandem")]
     state_dir: PathBuf,
+    /// Offer the D-Bus API on the system bus (DBUS_SYSTEM_BUS_ADDRESS when set), or not at all.
+    #[arg(long, value_enum, default_value_t = tandem::dbus::Bus::System)]
+    dbus: tandem::dbus::Bus,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         node: cli.node,
         status_file: cli.status_file,
         state_dir: cli.state_dir,
+        dbus: cli.dbus,
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

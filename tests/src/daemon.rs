@@ -138,7 +138,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(3);
 
 impl Daemon {
     /// Starts `tandemd --config CONFIG --node NODE --status-file DIR/NODE.status.json
-    /// --state-dir DIR/NODE.state` inside `ns`; stderr goes to `DIR/NODE.stderr`.
+    /// --state-dir DIR/NODE.state --dbus none` inside `ns`; stderr goes to `DIR/NODE.stderr`.
     pub fn start(bin: &Path, ns: &NetNs, config: &Path, node: Node, dir: &Path) -> Result<Daemon> {
         let status_file = dir.join(format!("{node}.status.json"));
         let stderr_file = dir.join(format!("{node}.stderr"));
@@ -154,6 +154,9 @@ impl Daemon {
             .arg(&status_file)
             .arg("--state-dir")
             .arg(&state_dir)
+            // Two test daemons must never offer tandem's name on the host's real
+            // system bus; D-Bus tests give each daemon a private bus instead.
+            .args(["--dbus", "none"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);

@@ -29,6 +29,8 @@ pub struct Options {
     pub node: Option<String>,
     pub status_file: Option<PathBuf>,
     pub state_dir: PathBuf,
+    /// Where the D-Bus service is offered.
+    pub dbus: crate::dbus::Bus,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +117,7 @@ pub async fn run(opts: Options) -> Result<(), RuntimeError> {
     let (requests, handle) = Requests::new();
     let mut status = StatusFile::new(opts.status_file.clone(), &cfg, me, boot);
     // Clients (the D-Bus service) reach the core through `handle`.
-    let _handle = handle;
+    let _dbus = crate::dbus::serve(handle, opts.dbus, &cfg.drbd.resources);
     let mut term =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(RuntimeError::Signal)?;
     let mut int =
