@@ -173,19 +173,7 @@ impl Fencer for IpmiFencer {
         &self.id
     }
 
-    async fn status(&self) -> Result<PowerState, DeviceError> {
-        self.act(FenceAction::Status).await
-    }
-
-    async fn off(&self) -> Result<PowerState, DeviceError> {
-        self.act(FenceAction::Off).await
-    }
-
-    async fn on(&self) -> Result<PowerState, DeviceError> {
-        self.act(FenceAction::On).await
-    }
-
-    async fn reboot(&self) -> Result<PowerState, DeviceError> {
-        self.act(FenceAction::Reboot).await
+    async fn run(&self, action: FenceAction) -> Result<PowerState, DeviceError> {
+        self.act(action).await
     }
 }

@@ -116,23 +116,25 @@ impl fmt::Display for DeviceId {
 /// the background within the same bound).
 pub trait Fencer: Send + Sync {
     fn id(&self) -> &DeviceId;
-    fn status(&self) -> impl Future<Output = Result<PowerState, DeviceError>> + Send;
-    /// Power off and confirm off.
-    fn off(&self) -> impl Future<Output = Result<PowerState, DeviceError>> + Send;
-    /// Power on and confirm on.
-    fn on(&self) -> impl Future<Output = Result<PowerState, DeviceError>> + Send;
-    /// Off, confirmed, then on, confirmed.
-    fn reboot(&self) -> impl Future<Output = Result<PowerState, DeviceError>> + Send;
 
-    fn run(&self, action: FenceAction) -> impl Future<Output = Result<PowerState, DeviceError>> + Send {
-        async move {
-            match action {
-                FenceAction::Off => self.off().await,
-                FenceAction::On => self.on().await,
-                FenceAction::Reboot => self.reboot().await,
-                FenceAction::Status => self.status().await,
-            }
-        }
+    /// Carries out `action` and returns the power state the device confirmed
+    /// afterwards (off after `Off`, on after `On` and `Reboot`).
+    fn run(&self, action: FenceAction) -> impl Future<Output = Result<PowerState, DeviceError>> + Send;
+
+    fn status(&self) -> impl Future<Output = Result<PowerState, DeviceError>> + Send {
+        self.run(FenceAction::Status)
+    }
+    /// Power off and confirm off.
+    fn off(&self) -> impl Future<Output = Result<PowerState, DeviceError>> + Send {
+        self.run(FenceAction::Off)
+    }
+    /// Power on and confirm on.
+    fn on(&self) -> impl Future<Output = Result<PowerState, DeviceError>> + Send {
+        self.run(FenceAction::On)
+    }
+    /// Off, confirmed, then on, confirmed.
+    fn reboot(&self) -> impl Future<Output = Result<PowerState, DeviceError>> + Send {
+        self.run(FenceAction::Reboot)
     }
 }
 
@@ -161,22 +163,6 @@ impl Fencer for Device {
             Device::Agent(d) => d.id(),
             Device::Xapi(d) => d.id(),
         }
-    }
-
-    async fn status(&self) -> Result<PowerState, DeviceError> {
-        self.run(FenceAction::Status).await
-    }
-
-    async fn off(&self) -> Result<PowerState, DeviceError> {
-        self.run(FenceAction::Off).await
-    }
-
-    async fn on(&self) -> Result<PowerState, DeviceError> {
-        self.run(FenceAction::On).await
-    }
-
-    async fn reboot(&self) -> Result<PowerState, DeviceError> {
-        self.run(FenceAction::Reboot).await
     }
 
     async fn run(&self, action: FenceAction) -> Result<PowerState, DeviceError> {

@@ -43,19 +43,7 @@ impl Fencer for XapiFencer {
         &self.id
     }
 
-    async fn status(&self) -> Result<PowerState, DeviceError> {
-        Err(self.not_built(FenceAction::Status))
-    }
-
-    async fn off(&self) -> Result<PowerState, DeviceError> {
-        Err(self.not_built(FenceAction::Off))
-    }
-
-    async fn on(&self) -> Result<PowerState, DeviceError> {
-        Err(self.not_built(FenceAction::On))
-    }
-
-    async fn reboot(&self) -> Result<PowerState, DeviceError> {
-        Err(self.not_built(FenceAction::Reboot))
+    async fn run(&self, action: FenceAction) -> Result<PowerState, DeviceError> {
+        Err(self.not_built(action))
     }
 }
