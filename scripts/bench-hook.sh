@@ -26,6 +26,9 @@ bench=$PWD/target/release/examples/hook_bench
 
 # No DRBD disk, so drbdadm is never run; pin it anyway so the host's config cannot matter.
 export TANDEM_DRBDADM=/nonexistent/drbdadm
+# Nor is D-Bus touched: with no bus at this address a run that tried would exit 1
+# and count as a failure below.
+export DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent/tandem-bench-bus
 
 # Check the no-DRBD case really is one (exit 0, nothing on stdout).
 out=$("$hook" QEMUGuest1 prepare begin - <"$small")

@@ -9,16 +9,22 @@
 //! - [`mod@plan`]: what a hook invocation (`DOMAIN OPERATION SUBOP EXTRA`) asks of tandem.
 //! - [`explain`]: the `--explain` JSON.
 //! - [`daemon_call`]: the call into tandemd for the plans that need it.
+//! - [`fence_handler`]: the `tandem-drbd-handler` binary's logic (DRBD's
+//!   fence-peer / unfence-peer handler).
+//! - [`client`]: the one D-Bus call both binaries make (`org.tandem.Tandem1.Hooks`).
 //!
-//! The crate does not depend on `tandemd`: that would link tokio, the crypto
-//! stack and the IPMI client into a program that must finish in a few
-//! milliseconds. [`DomainName`] and [`ResourceName`] mirror `tandem::core`'s.
+//! The crate does not depend on `tandemd`: that would link the crypto stack and
+//! the IPMI client into a program that must finish in a few milliseconds. It
+//! links `tandem-api` (zbus on a current-thread Tokio runtime), whose code only
+//! runs once a plan needs the daemon. [`DomainName`] and [`ResourceName`] mirror `tandem::core`'s.
 
 use std::fmt;
 
+pub mod client;
 pub mod daemon_call;
 pub mod drbd;
 pub mod explain;
+pub mod fence_handler;
 pub mod loader;
 pub mod plan;
 pub mod xml;

@@ -16,7 +16,7 @@
 
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tandem_hooks::drbd::{drbd_disks, needs_drbd_map, DrbdMap};
 use tandem_hooks::loader::Drbdadm;
 use tandem_hooks::plan::{classify, parse_args, plan, HookPlan};
@@ -25,12 +25,9 @@ use tandem_hooks::{daemon_call, explain, parse_domain_xml_bytes, DomainInfo};
 const PROG: &str = "tandem-libvirt-hook";
 /// Domain XML is kilobytes; a megabyte-sized stdin is not libvirt talking.
 const MAX_INPUT: u64 = 64 << 20;
-/// Overrides [`DEFAULT_TIMEOUT_SECS`]; libvirt does not pass it (it gives hooks a
-/// fixed environment), it is for tests and for running the hook by hand.
-const TIMEOUT_ENV: &str = "TANDEM_HOOK_TIMEOUT_SECS";
-/// The whole run of an acting hook (a migration prepare waits for both
-/// daemons to agree); libvirt itself would wait forever.
-const DEFAULT_TIMEOUT_SECS: u64 = 60;
+/// How much sooner than the watchdog the daemon call gives up, so that its
+/// line (which says what could not be reached) is the one printed.
+const CALL_MARGIN: Duration = Duration::from_millis(250);
 /// Options; anything else starting with `-` is an option too when there are
 /// fewer than three arguments (a hook call has at least three, and a domain
 /// may be named `-x`).
@@ -154,7 +151,9 @@ fn hook(args: &[String]) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let what = format!("{} {} {}", call.domain, call.operation, call.subop);
-    start_watchdog(what.clone());
+    let budget = daemon_call::timeout_from_env();
+    let deadline = Instant::now() + budget.saturating_sub(CALL_MARGIN);
+    start_watchdog(what.clone(), budget);
     let info = match read_domain_xml(&format!("{what}: ")) {
         Ok(info) => info,
         Err(line) => {
@@ -173,10 +172,10 @@ fn hook(args: &[String]) -> ExitCode {
     match p {
         HookPlan::None(_) | HookPlan::Nothing { .. } => ExitCode::SUCCESS,
         HookPlan::PrepareIncoming(_) | HookPlan::PrepareStart(_) | HookPlan::Release(_) => {
-            match daemon_call::call_daemon(&p) {
+            match daemon_call::call_daemon_until(&p, deadline) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(line) => {
-                    say(&line);
+                Err(e) => {
+                    say(&e.to_string());
                     ExitCode::from(EXIT_REFUSED)
                 }
             }
@@ -185,15 +184,13 @@ fn hook(args: &[String]) -> ExitCode {
 }
 
 /// Bounds the whole run: a hook that hangs holds libvirt (and every virsh
-/// command on the domain) with it. Timing out refuses, which is safe.
-fn start_watchdog(what: String) {
-    let secs = std::env::var(TIMEOUT_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(DEFAULT_TIMEOUT_SECS);
+/// command on the domain) with it. Timing out refuses, which is safe. The
+/// daemon call has its own deadline just before this one; this catches the
+/// rest (a stdin that never ends, a drbdadm that hangs past its own timeout).
+fn start_watchdog(what: String, budget: Duration) {
     std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(secs));
-        say(&format!("{PROG}: {what}: timed out after {secs} s"));
+        std::thread::sleep(budget);
+        say(&format!("{PROG}: {what}: timed out after {} s", budget.as_secs()));
         std::process::exit(i32::from(EXIT_REFUSED));
     });
 }
