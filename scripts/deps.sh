@@ -9,6 +9,7 @@ PACKAGES=(
   openipmi ipmitool fence-agents     # ipmi_sim as the BMC; ipmitool/fence_ipmilan as reference clients
   dbus-daemon dbus-bin               # private system-style buses and dbus-send for daemon/tests/dbus.rs
   util-linux passwd                  # setpriv and groupadd for the D-Bus policy test
+  libvirt-dev pkg-config libvirt0    # crate virt links libvirt; libvirt0 holds the test:/// driver daemon/tests/hypervisor.rs uses
 )
 
 missing=()

@@ -8,6 +8,7 @@ pub mod core;
 pub mod dbus;
 pub mod drbd;
 pub mod fence;
+pub mod hypervisor;
 pub mod net;
 pub mod runtime;
 pub mod state;

@@ -1,11 +1,12 @@
-//! The drivers the core's actions reach: fence devices and DRBD. Each action
+//! The drivers the core's actions reach: fence devices, DRBD and the hypervisor. Each action
 //! runs in a task of its own and its result comes back to the event loop as an
 //! input, so a slow BMC or a demote retried for seconds never blocks the loop.
 
-use crate::config::Config;
-use crate::core::{ActionId, DrbdOp, Input, NodeId};
+use crate::config::{self, Config};
+use crate::core::{ActionId, DomainName, DrbdOp, Input, NodeId};
 use crate::drbd::{DrbdDriver, DrbdOptions};
 use crate::fence::{FenceAction, FenceHistory, FenceLevels, PowerState};
+use crate::hypervisor::{Hypervisor, HypervisorError, Libvirt, WatchConfig, Watcher};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -17,6 +18,8 @@ pub struct Drivers {
     fence: Arc<FenceLevels>,
     history: FenceHistory,
     drbd: Arc<DrbdDriver>,
+    /// The hypervisor driver, or why this configuration has none.
+    hypervisor: Result<Arc<dyn Hypervisor>, &'static str>,
     results: mpsc::Sender<Input>,
 }
 
@@ -26,12 +29,70 @@ impl Drivers {
         let history = FenceHistory::default();
         let fence = Arc::new(FenceLevels::new(peer.name.clone(), &peer.fence).with_history(history.clone()));
         let drbd = Arc::new(DrbdDriver::new(&cfg.drbd, DrbdOptions::default()));
+        let hypervisor: Result<Arc<dyn Hypervisor>, &'static str> = match &cfg.hypervisor {
+            // Connects on first use and again after libvirtd restarts, so a
+            // libvirtd that is not up yet is only a warning from the watcher.
+            config::Hypervisor::Libvirt { uri } => Ok(Arc::new(Libvirt::new(uri.clone()))),
+            config::Hypervisor::Xl { .. } => Err("the xl hypervisor driver is not built yet"),
+            config::Hypervisor::None => Err("[hypervisor] kind = \"none\": tandem manages no domains on this host"),
+        };
         Drivers {
             fence,
             history,
             drbd,
+            hypervisor,
             results,
         }
+    }
+
+    /// Reports the hypervisor's domains to the core while the returned watcher
+    /// lives; `None` without a hypervisor driver.
+    pub fn watch_hypervisor(&self, cfg: &Config) -> Option<Watcher> {
+        let hv = self.hypervisor.as_ref().ok()?.clone();
+        let watch = WatchConfig {
+            drbdadm: Some(cfg.drbd.drbdadm.clone()),
+            ..WatchConfig::new(cfg.drbd.resources.clone())
+        };
+        Some(Watcher::spawn(hv, watch, self.results.clone()))
+    }
+
+    pub fn start_domain(&self, action: ActionId, domain: DomainName) {
+        self.hypervisor_action(action, domain, "start", |hv, d| hv.start(d));
+    }
+
+    pub fn migrate_domain(&self, action: ActionId, domain: DomainName) {
+        self.hypervisor_action(action, domain, "migrate", |hv, d| hv.migrate(d));
+    }
+
+    /// Runs a blocking hypervisor call off the runtime's threads and answers
+    /// the core with its result.
+    fn hypervisor_action(
+        &self,
+        action: ActionId,
+        domain: DomainName,
+        what: &'static str,
+        call: fn(&dyn Hypervisor, &DomainName) -> Result<(), HypervisorError>,
+    ) {
+        let hv = match &self.hypervisor {
+            Ok(hv) => hv.clone(),
+            Err(why) => return self.unsupported(action, format!("cannot {what} domain \"{domain}\": {why}")),
+        };
+        let tx = self.results.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let d = domain.clone();
+            let result = match tokio::task::spawn_blocking(move || call(hv.as_ref(), &d)).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) => Err(format!(
+                    "cannot {what} domain \"{domain}\": the libvirt call failed: {e}"
+                )),
+            };
+            match &result {
+                Ok(()) => info!(%domain, duration_ms = started.elapsed().as_millis() as u64, "domain {what} done"),
+                Err(e) => warn!(%domain, error = %e, "domain {what} failed"),
+            }
+            let _ = tx.send(Input::ActionDone { action, result }).await;
+        });
     }
 
     pub fn fence_history(&self) -> &FenceHistory {

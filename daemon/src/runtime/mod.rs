@@ -114,6 +114,8 @@ pub async fn run(opts: Options) -> Result<(), RuntimeError> {
     let (drv_tx, mut drv_rx) = mpsc::channel(256);
     let drivers = Drivers::new(&cfg, me, drv_tx);
     let drbd_watch = drivers.watch_drbd();
+    // Polls the domains (every 500 ms) for as long as it is held.
+    let hypervisor_watch = drivers.watch_hypervisor(&cfg);
     let (requests, handle) = Requests::new();
     let mut status = StatusFile::new(opts.status_file.clone(), &cfg, me, boot);
     // Clients (the D-Bus service) reach the core through `handle`.
@@ -187,6 +189,7 @@ pub async fn run(opts: Options) -> Result<(), RuntimeError> {
     ctx.status
         .update(&core, &heartbeats.stats(), &control.status(), drivers.fence_history());
     drbd_watch.abort();
+    drop(hypervisor_watch);
     drop(heartbeats);
     drop(control);
     Ok(())
@@ -241,13 +244,8 @@ impl Ctx<'_> {
             }
             Action::Fence { action, level, .. } => self.drivers.fence(action, level),
             Action::Drbd { action, op } => self.drivers.drbd(action, op),
-            Action::StartDomain { action, domain } => self
-                .drivers
-                .unsupported(action, format!("no hypervisor driver in this build to start {domain}")),
-            Action::MigrateDomain { action, domain } => self.drivers.unsupported(
-                action,
-                format!("no hypervisor driver in this build to migrate {domain}"),
-            ),
+            Action::StartDomain { action, domain } => self.drivers.start_domain(action, domain),
+            Action::MigrateDomain { action, domain } => self.drivers.migrate_domain(action, domain),
             Action::Answer { request, result } => self.requests.answer(request, Reply::Done(result)),
             Action::FencePeerAnswer { request, verdict } => self.requests.answer(request, Reply::FencePeer(verdict)),
         }

@@ -1,0 +1,68 @@
+//! The local hypervisor: which domains exist here and in which state, which DRBD
+//! resources they use, and starting them.
+//!
+//! [`Hypervisor`] is a small blocking trait: libvirt's API (crate virt) blocks, so
+//! callers on the async runtime go through `spawn_blocking` ([`Watcher`] and the
+//! runtime's drivers do). Nothing here is ever called from a hook's path: hooks run
+//! inside libvirt's own calls, and calling back into libvirt from there deadlocks.
+//!
+//! - [`libvirt::Libvirt`]: the libvirt implementation, reconnecting on demand.
+//! - [`Watcher`]: polls [`Hypervisor::domains`] and turns changes into
+//!   `Input::DomainObserved` / `Input::DomainDefined` for the core.
+
+pub mod libvirt;
+mod watch;
+
+pub use libvirt::Libvirt;
+pub use watch::{resources_in_xml, WatchConfig, Watcher, XmlResources};
+
+use crate::core::{DomainName, DomainRun};
+
+/// Why a hypervisor call failed. Messages are one line: they end up in the
+/// core's `ActionDone` results, which operators read in events and logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HypervisorError {
+    #[error("cannot connect to libvirt at {uri}: {message}")]
+    Connect { uri: String, message: String, code: String },
+    #[error("domain \"{domain}\" is not defined on this host")]
+    NoSuchDomain { domain: DomainName },
+    #[error("cannot list libvirt domains: {message}")]
+    List { message: String, code: String },
+    #[error("cannot read domain \"{domain}\": {message}")]
+    Domain {
+        domain: DomainName,
+        message: String,
+        code: String,
+    },
+    #[error("cannot start domain \"{domain}\": {message}")]
+    Start { domain: DomainName, message: String },
+    #[error("live migration by tandemctl needs the peer's libvirt URI, not configured in this version")]
+    MigrationNotConfigured,
+}
+
+impl HypervisorError {
+    /// What kind of failure this is, without the details that vary from one
+    /// attempt to the next: the watcher warns once per kind, not once per poll.
+    pub fn kind(&self) -> String {
+        match self {
+            HypervisorError::Connect { code, .. } => format!("connect/{code}"),
+            HypervisorError::NoSuchDomain { .. } => "no-such-domain".into(),
+            HypervisorError::List { code, .. } => format!("list/{code}"),
+            HypervisorError::Domain { code, .. } => format!("domain/{code}"),
+            HypervisorError::Start { .. } => "start".into(),
+            HypervisorError::MigrationNotConfigured => "migration-not-configured".into(),
+        }
+    }
+}
+
+/// The local hypervisor, as the daemon uses it. Every method blocks.
+pub trait Hypervisor: Send + Sync + std::fmt::Debug + 'static {
+    /// Every domain defined or running here, with its state.
+    fn domains(&self) -> Result<Vec<(DomainName, DomainRun)>, HypervisorError>;
+    /// The domain's XML as the hypervisor has it now (live when running).
+    fn domain_xml(&self, domain: &DomainName) -> Result<String, HypervisorError>;
+    /// Starts a defined domain; a domain that already runs is success.
+    fn start(&self, domain: &DomainName) -> Result<(), HypervisorError>;
+    /// Live-migrates a domain that runs here to the peer.
+    fn migrate(&self, domain: &DomainName) -> Result<(), HypervisorError>;
+}

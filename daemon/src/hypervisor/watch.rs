@@ -1,0 +1,299 @@
+//! Turns the hypervisor's domain list into the core's inputs.
+//!
+//! Polling, not libvirt's event loop: every `interval` (500 ms in the daemon) the
+//! watcher lists the domains in a blocking task and reports what changed. Events
+//! would be quicker, but need libvirt's event loop run on a thread of its own and
+//! a resync after every reconnect anyway; the poll is that resync, and is enough
+//! for now.
+//!
+//! Only domains with DRBD-backed disks concern the core: a domain is reported
+//! with `DomainDefined` (its resources) before any `DomainObserved`, since the
+//! core refuses observations of domains it does not know. A domain whose disks
+//! name a resource outside `[drbd] resources`, or a DRBD device tandem cannot
+//! resolve, is not reported at all (warned about once): the core would refuse
+//! the first, and reporting a subset of its resources would let a failover
+//! start it with a disk left Secondary.
+
+use super::{Hypervisor, HypervisorError};
+use crate::core::{DomainName, DomainRun, Input, ResourceName};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_hooks::loader::{Drbdadm, DEFAULT_TIMEOUT};
+use tandem_hooks::DrbdMap;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+/// What the watcher needs besides the hypervisor.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    pub interval: Duration,
+    /// `[drbd] resources`: domains using others are not reported.
+    pub resources: Vec<ResourceName>,
+    /// drbdadm, to resolve `/dev/drbdN` and by-disk paths through `dump-xml`.
+    /// `None`: only paths that name their resource (`/dev/drbd/by-res/R`) count.
+    pub drbdadm: Option<PathBuf>,
+    /// Every this many polls the XML of every domain is read again, to see
+    /// redefinitions (`virsh define`) of domains whose state did not change.
+    pub rescan_every: u32,
+}
+
+impl WatchConfig {
+    pub fn new(resources: Vec<ResourceName>) -> Self {
+        WatchConfig {
+            interval: Duration::from_millis(500),
+            resources,
+            drbdadm: None,
+            rescan_every: 20,
+        }
+    }
+}
+
+/// The DRBD resources a domain's XML uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XmlResources {
+    /// Every DRBD disk resolved to a configured resource (empty: no DRBD disk).
+    Resources(Vec<ResourceName>),
+    /// The domain cannot be reported; the reason, for the log.
+    Unusable(String),
+}
+
+/// Finds the DRBD resources in a domain's XML with the libvirt hook's own
+/// parser, so the daemon and the hook agree on what a DRBD disk is.
+pub fn resources_in_xml(xml: &str, map: &DrbdMap, configured: &[ResourceName]) -> XmlResources {
+    let info = match tandem_hooks::parse_domain_xml(xml) {
+        Ok(i) => i,
+        Err(e) => return XmlResources::Unusable(format!("unreadable domain XML: {e}")),
+    };
+    let mut out: Vec<ResourceName> = Vec::new();
+    for disk in tandem_hooks::drbd_disks(&info, map) {
+        let Some(r) = disk.resource else {
+            return XmlResources::Unusable(format!(
+                "disk {} is a DRBD device tandem cannot map to a resource (is drbdadm dump-xml working?)",
+                disk.source
+            ));
+        };
+        let r = ResourceName(r.0);
+        if !configured.contains(&r) {
+            return XmlResources::Unusable(format!(
+                "disk {} uses DRBD resource {r}, which is not in [drbd] resources",
+                disk.source
+            ));
+        }
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    XmlResources::Resources(out)
+}
+
+/// The watcher's memory between polls; moved into each blocking poll and back.
+#[derive(Debug)]
+struct Tracker {
+    cfg: WatchConfig,
+    /// Loaded the first time a domain needs it.
+    map: Option<DrbdMap>,
+    polls_since_rescan: u32,
+    /// The state of every domain at the last poll.
+    runs: BTreeMap<DomainName, DomainRun>,
+    /// Domains the core was told of, with the resources last reported.
+    defined: BTreeMap<DomainName, Vec<ResourceName>>,
+    /// The state last reported to the core.
+    told: BTreeMap<DomainName, DomainRun>,
+    /// Listed domains whose XML could not be read: read again next poll.
+    xml_pending: BTreeSet<DomainName>,
+    /// Per-domain warnings already given, so a bad domain warns once.
+    warned: BTreeSet<(DomainName, String)>,
+}
+
+impl Tracker {
+    fn new(cfg: WatchConfig) -> Self {
+        Tracker {
+            cfg,
+            map: None,
+            polls_since_rescan: 0,
+            runs: BTreeMap::new(),
+            defined: BTreeMap::new(),
+            told: BTreeMap::new(),
+            xml_pending: BTreeSet::new(),
+            warned: BTreeSet::new(),
+        }
+    }
+
+    fn map_for(&mut self, xml: &str) -> &DrbdMap {
+        let needs = tandem_hooks::parse_domain_xml(xml)
+            .map(|i| tandem_hooks::drbd::needs_drbd_map(&i))
+            .unwrap_or(false);
+        if self.map.is_none() && needs {
+            let map = match &self.cfg.drbdadm {
+                Some(path) => {
+                    let (map, err) = Drbdadm {
+                        programs: vec![path.clone().into_os_string()],
+                        timeout: DEFAULT_TIMEOUT,
+                    }
+                    .load_or_empty();
+                    if let Some(e) = err {
+                        warn!(error = %e, "cannot read the DRBD configuration; /dev/drbdN disks stay unresolved");
+                    }
+                    map
+                }
+                None => DrbdMap::empty(),
+            };
+            self.map = Some(map);
+        }
+        static EMPTY: std::sync::OnceLock<DrbdMap> = std::sync::OnceLock::new();
+        match &self.map {
+            Some(m) => m,
+            None => EMPTY.get_or_init(DrbdMap::empty),
+        }
+    }
+
+    fn warn_once(&mut self, domain: &DomainName, reason: String) {
+        if self.warned.len() > 1000 {
+            // Bounded: domains come and go; forgetting means at most a repeat.
+            self.warned.clear();
+        }
+        if self.warned.insert((domain.clone(), reason.clone())) {
+            warn!(%domain, %reason, "domain not reported to the core");
+        }
+    }
+
+    /// One poll: the inputs for the core, in the order they must be handled.
+    fn poll(&mut self, hv: &dyn Hypervisor) -> Result<Vec<Input>, HypervisorError> {
+        let list = hv.domains()?;
+        self.polls_since_rescan += 1;
+        let rescan = self.cfg.rescan_every > 0 && self.polls_since_rescan >= self.cfg.rescan_every;
+        if rescan {
+            self.polls_since_rescan = 0;
+        }
+        let mut out = Vec::new();
+        let mut listed = BTreeMap::new();
+        for (domain, run) in list {
+            let changed = self.runs.get(&domain) != Some(&run);
+            if changed || rescan || self.xml_pending.contains(&domain) {
+                match hv.domain_xml(&domain) {
+                    Ok(xml) => {
+                        self.xml_pending.remove(&domain);
+                        let configured = self.cfg.resources.clone();
+                        match resources_in_xml(&xml, self.map_for(&xml), &configured) {
+                            XmlResources::Resources(res) => {
+                                // A domain without DRBD disks is none of the core's
+                                // business, unless it had some before: then the
+                                // core must learn they are gone.
+                                let known = self.defined.get(&domain);
+                                if known != Some(&res) && (!res.is_empty() || known.is_some()) {
+                                    out.push(Input::DomainDefined {
+                                        domain: domain.clone(),
+                                        resources: res.clone(),
+                                    });
+                                    self.defined.insert(domain.clone(), res);
+                                }
+                            }
+                            XmlResources::Unusable(reason) => self.warn_once(&domain, reason),
+                        }
+                    }
+                    // Gone between the list and now: not here any more.
+                    Err(HypervisorError::NoSuchDomain { .. }) => continue,
+                    Err(e) => {
+                        // Read it again next poll; its state is still reported,
+                        // since it was listed.
+                        self.warn_once(&domain, e.to_string());
+                        self.xml_pending.insert(domain.clone());
+                    }
+                }
+            }
+            listed.insert(domain, run);
+        }
+        // Undefined domains (and transient ones gone) no longer run here.
+        let mut observed = listed.clone();
+        for domain in self.told.keys() {
+            observed.entry(domain.clone()).or_insert(DomainRun::Stopped);
+        }
+        for (domain, run) in observed {
+            if self.defined.contains_key(&domain) && self.told.get(&domain) != Some(&run) {
+                out.push(Input::DomainObserved {
+                    domain: domain.clone(),
+                    run,
+                });
+                self.told.insert(domain, run);
+            }
+        }
+        self.xml_pending.retain(|d| listed.contains_key(d));
+        self.runs = listed;
+        Ok(out)
+    }
+}
+
+/// Polls the hypervisor and sends the changes to the core until dropped.
+#[derive(Debug)]
+pub struct Watcher {
+    task: JoinHandle<()>,
+}
+
+impl Watcher {
+    /// Starts polling at once. Must be called inside a Tokio runtime.
+    pub fn spawn(hv: Arc<dyn Hypervisor>, cfg: WatchConfig, tx: mpsc::Sender<Input>) -> Self {
+        let interval = cfg.interval;
+        let task = tokio::spawn(async move {
+            let mut tracker = Tracker::new(cfg);
+            let mut failing: Option<String> = None;
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let hv = hv.clone();
+                let polled = tokio::task::spawn_blocking(move || {
+                    let r = tracker.poll(hv.as_ref());
+                    (tracker, r)
+                })
+                .await;
+                let result = match polled {
+                    Ok((t, r)) => {
+                        tracker = t;
+                        r
+                    }
+                    // The poll panicked: nothing sane to go on with.
+                    Err(e) => {
+                        warn!(error = %e, "hypervisor watcher stopped");
+                        return;
+                    }
+                };
+                match result {
+                    Ok(inputs) => {
+                        if let Some(kind) = failing.take() {
+                            info!(was = %kind, "hypervisor reachable again");
+                        }
+                        for input in inputs {
+                            if tx.send(input).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // Once per kind of failure: libvirtd down is one line,
+                        // not two a second.
+                        let kind = e.kind();
+                        if failing.as_deref() != Some(kind.as_str()) {
+                            warn!(error = %e, "cannot list the hypervisor's domains; retrying");
+                            failing = Some(kind);
+                        }
+                    }
+                }
+            }
+        });
+        Watcher { task }
+    }
+
+    /// Whether the watcher stopped (the core's channel closed).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
