@@ -264,21 +264,32 @@ impl DrbdDriver {
             })
     }
 
+    /// Runs a read-only command; a non-zero exit is an error naming the command.
+    async fn query(
+        &self,
+        resource: &ResourceName,
+        program: &std::path::Path,
+        args: &[String],
+    ) -> Result<runner::Output, DrbdError> {
+        let out = self.run(OpKind::Query, resource, program, args).await?;
+        if !out.success() {
+            return Err(DrbdError::Failed {
+                op: OpKind::Query,
+                resource: resource.clone(),
+                command: runner::display(program, args),
+                status: out.status_text(),
+                stderr: last_lines(&out.stderr),
+            });
+        }
+        Ok(out)
+    }
+
     /// `drbdsetup status --json all`, once (DRBD 9 only).
     pub async fn status(&self) -> Result<Vec<StatusResource>, DrbdError> {
         let all = ResourceName("all".into());
         let args = vec!["status".to_owned(), "--json".to_owned(), "all".to_owned()];
         let program = self.shared.drbdsetup.clone();
-        let out = self.run(OpKind::Query, &all, &program, &args).await?;
-        if !out.success() {
-            return Err(DrbdError::Failed {
-                op: OpKind::Query,
-                resource: all,
-                command: runner::display(&program, &args),
-                status: out.status_text(),
-                stderr: last_lines(&out.stderr),
-            });
-        }
+        let out = self.query(&all, &program, &args).await?;
         parse_status_json(&out.stdout).map_err(|source| DrbdError::Parse {
             op: OpKind::Query,
             resource: all,
@@ -296,16 +307,7 @@ impl DrbdDriver {
         }
         args.push("dump-xml".to_owned());
         let program = self.shared.drbdadm.clone();
-        let out = self.run(OpKind::Query, &all, &program, &args).await?;
-        if !out.success() {
-            return Err(DrbdError::Failed {
-                op: OpKind::Query,
-                resource: all,
-                command: runner::display(&program, &args),
-                status: out.status_text(),
-                stderr: last_lines(&out.stderr),
-            });
-        }
+        let out = self.query(&all, &program, &args).await?;
         let host = self.node_name();
         DeviceMap::from_dump_xml(&out.stdout, &host).map_err(|source| DrbdError::Parse {
             op: OpKind::Query,
