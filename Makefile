@@ -25,7 +25,8 @@ lint: deps
 # Every test: formatting, lints, unit and integration tests (the peer-link tests
 # need root for network namespaces), and 10000 simulated fault schedules.
 test: lint
-	$(CARGO) test --workspace
+	$(CARGO) build --workspace --bins
+	TANDEMD_BIN=$(CURDIR)/target/debug/tandemd $(CARGO) test --workspace
 	$(CARGO) build --release -p tandem-sim
 	./target/release/tandem-sim --seeds 10000
 
