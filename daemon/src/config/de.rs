@@ -437,6 +437,17 @@ impl<'de> SeqAccess<'de> for Seq<'_> {
     }
 }
 
+/// The field names of `serde_spanned`'s three-field protocol, in order.
+fn spanned_field_key<'de, K: DeserializeSeed<'de>>(state: u8, seed: K) -> Result<Option<K::Value>, DeError> {
+    let key = match state {
+        0 => serde_spanned::__unstable::START_FIELD,
+        1 => serde_spanned::__unstable::END_FIELD,
+        2 => serde_spanned::__unstable::VALUE_FIELD,
+        _ => return Ok(None),
+    };
+    seed.deserialize(BorrowedStrDeserializer::new(key)).map(Some)
+}
+
 /// Answers `serde_spanned`'s three-field protocol with the tree's places.
 struct SpannedAccess<'a> {
     de: De<'a>,
@@ -447,13 +458,7 @@ impl<'de> MapAccess<'de> for SpannedAccess<'_> {
     type Error = DeError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
-        let key = match self.state {
-            0 => serde_spanned::__unstable::START_FIELD,
-            1 => serde_spanned::__unstable::END_FIELD,
-            2 => serde_spanned::__unstable::VALUE_FIELD,
-            _ => return Ok(None),
-        };
-        seed.deserialize(BorrowedStrDeserializer::new(key)).map(Some)
+        spanned_field_key(self.state, seed)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
@@ -514,13 +519,7 @@ impl<'de> MapAccess<'de> for SpannedKey<'_> {
     type Error = DeError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
-        let key = match self.state {
-            0 => serde_spanned::__unstable::START_FIELD,
-            1 => serde_spanned::__unstable::END_FIELD,
-            2 => serde_spanned::__unstable::VALUE_FIELD,
-            _ => return Ok(None),
-        };
-        seed.deserialize(BorrowedStrDeserializer::new(key)).map(Some)
+        spanned_field_key(self.state, seed)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
