@@ -10,6 +10,9 @@ PACKAGES=(
   dbus-daemon dbus-bin               # private system-style buses and dbus-send for daemon/tests/dbus.rs
   util-linux passwd                  # setpriv and groupadd for the D-Bus policy test
   libvirt-dev pkg-config libvirt0    # crate virt links libvirt; libvirt0 holds the test:/// driver daemon/tests/hypervisor.rs uses
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients qemu-system-x86
+                                     # two real libvirtd with QEMU per test rig (tests/src/libvirt.rs), virsh
+  mount drbd-utils                   # losetup for the rig's shared disk; the real drbdadm checks our command lines
 )
 
 missing=()
@@ -24,7 +27,14 @@ if ((${#missing[@]})); then
   echo "deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  extra=()
+  if [[ " ${missing[*]} " == *" qemu-system-x86 "* ]]; then
+    # Debian 12 with backports may hold a newer qemu-utils that blocks
+    # qemu-system-x86 7.2: take the matching one in the same command.
+    v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+    [ -n "$v" ] && [ "$v" != "(none)" ] && extra=(--allow-downgrades "qemu-utils=$v")
+  fi
+  apt-get install -y -qq --no-install-recommends "${extra[@]}" "${missing[@]}" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

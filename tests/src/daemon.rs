@@ -67,6 +67,9 @@ pub struct ConfigExtra {
     /// Each node's fence levels, by [`Node::index`]: the TOML of its
     /// `[[node.NAME.fence]]` tables. Empty means `fence = []`.
     pub fence: [String; 2],
+    /// The `[drbd]` and `[hypervisor]` sections; `None`: resource `r0`, no
+    /// hypervisor.
+    pub tail: Option<String>,
 }
 
 /// The cluster configuration for a [`Lab2`]: nodes `alpha` (preferred) and
@@ -118,8 +121,23 @@ pub fn config_toml_with(authkey: &Path, timing: Timing, extra: &ConfigExtra) -> 
             }
         }
     }
-    s.push_str("\n[drbd]\nresources = [\"r0\"]\n\n[hypervisor]\nkind = \"none\"\n");
+    match &extra.tail {
+        Some(tail) => {
+            s.push('\n');
+            s.push_str(tail);
+        }
+        None => s.push_str("\n[drbd]\nresources = [\"r0\"]\n\n[hypervisor]\nkind = \"none\"\n"),
+    }
     Ok(s)
+}
+
+/// How [`Daemon::start_with`] starts a daemon.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DaemonOptions {
+    /// `--dbus system` on this bus address; `None`: `--dbus none`.
+    pub system_bus: Option<String>,
+    /// More environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `tandemd`, started by this process inside a namespace. Dropping it
@@ -140,6 +158,18 @@ impl Daemon {
     /// Starts `tandemd --config CONFIG --node NODE --status-file DIR/NODE.status.json
     /// --state-dir DIR/NODE.state --dbus none` inside `ns`; stderr goes to `DIR/NODE.stderr`.
     pub fn start(bin: &Path, ns: &NetNs, config: &Path, node: Node, dir: &Path) -> Result<Daemon> {
+        Daemon::start_with(bin, ns, config, node, dir, &DaemonOptions::default())
+    }
+
+    /// [`Daemon::start`] with `options`: a system bus and more environment.
+    pub fn start_with(
+        bin: &Path,
+        ns: &NetNs,
+        config: &Path,
+        node: Node,
+        dir: &Path,
+        options: &DaemonOptions,
+    ) -> Result<Daemon> {
         let status_file = dir.join(format!("{node}.status.json"));
         let stderr_file = dir.join(format!("{node}.stderr"));
         let state_dir = dir.join(format!("{node}.state"));
@@ -154,12 +184,21 @@ impl Daemon {
             .arg(&status_file)
             .arg("--state-dir")
             .arg(&state_dir)
+            .stdin(Stdio::null());
+        match &options.system_bus {
+            Some(address) => {
+                command
+                    .args(["--dbus", "system"])
+                    .env("DBUS_SYSTEM_BUS_ADDRESS", address);
+            }
             // Two test daemons must never offer tandem's name on the host's real
             // system bus; D-Bus tests give each daemon a private bus instead.
-            .args(["--dbus", "none"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
+            None => {
+                command.args(["--dbus", "none"]);
+            }
+        }
+        command.envs(options.env.iter().map(|(k, v)| (k, v)));
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
         if std::env::var_os("TANDEM_LOG").is_none() {
             command.env("TANDEM_LOG", "info");
         }
@@ -323,6 +362,69 @@ impl Drop for Pair {
     }
 }
 
+/// What [`Pair::prepare`] made.
+#[derive(Debug)]
+pub struct PreparedPair {
+    bin: PathBuf,
+    lab: Lab2,
+    dir: tempfile::TempDir,
+    authkey: PathBuf,
+    timing: Timing,
+}
+
+impl PreparedPair {
+    pub fn lab(&self) -> &Lab2 {
+        &self.lab
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn authkey(&self) -> &Path {
+        &self.authkey
+    }
+
+    /// Writes each node's configuration (`tandem.toml` when both are the
+    /// same, else `tandem-NODE.toml`) and starts both daemons.
+    pub fn start(self, extra: &[ConfigExtra; 2], options: &[DaemonOptions; 2]) -> Result<Pair> {
+        let mut configs = Vec::new();
+        for node in Node::BOTH {
+            let name = if extra[0] == extra[1] {
+                "tandem.toml".to_owned()
+            } else {
+                format!("tandem-{node}.toml")
+            };
+            let config = self.dir.path().join(name);
+            std::fs::write(
+                &config,
+                config_toml_with(&self.authkey, self.timing, &extra[node.index()])?,
+            )
+            .with_context(|| format!("cannot write {}", config.display()))?;
+            configs.push(config);
+        }
+        let start = |node: Node| {
+            Daemon::start_with(
+                &self.bin,
+                self.lab.ns(node),
+                &configs[node.index()],
+                node,
+                self.dir.path(),
+                &options[node.index()],
+            )
+        };
+        let alpha = start(Node::Alpha)?;
+        let beta = start(Node::Beta)?;
+        Ok(Pair {
+            daemons: [alpha, beta],
+            lab: self.lab,
+            dir: self.dir,
+            authkey: self.authkey,
+            config: configs[0].clone(),
+        })
+    }
+}
+
 impl Pair {
     /// Builds a [`Lab2`], writes a fresh 64-byte key (0600) and the
     /// configuration, and starts both daemons.
@@ -337,6 +439,17 @@ impl Pair {
     where
         F: FnOnce(&Path) -> Result<ConfigExtra>,
     {
+        let prepared = Pair::prepare(timing)?;
+        let extra = extra(prepared.dir())?;
+        prepared.start(
+            &[extra.clone(), extra],
+            &[DaemonOptions::default(), DaemonOptions::default()],
+        )
+    }
+
+    /// The lab, directory and key of a pair whose daemons are not started
+    /// yet, for rigs that start more around them first.
+    pub fn prepare(timing: Timing) -> Result<PreparedPair> {
         crate::env::preflight()?;
         let bin = crate::env::tandemd_bin()?;
         let lab = Lab2::new()?;
@@ -346,18 +459,12 @@ impl Pair {
             .context("cannot create a temporary directory")?;
         let authkey = dir.path().join("authkey");
         write_authkey(&authkey, &random_key(64), 0o600)?;
-        let config = dir.path().join("tandem.toml");
-        let extra = extra(dir.path())?;
-        std::fs::write(&config, config_toml_with(&authkey, timing, &extra)?)
-            .with_context(|| format!("cannot write {}", config.display()))?;
-        let alpha = Daemon::start(&bin, lab.ns(Node::Alpha), &config, Node::Alpha, dir.path())?;
-        let beta = Daemon::start(&bin, lab.ns(Node::Beta), &config, Node::Beta, dir.path())?;
-        Ok(Pair {
-            daemons: [alpha, beta],
+        Ok(PreparedPair {
+            bin,
             lab,
             dir,
             authkey,
-            config,
+            timing,
         })
     }
 

@@ -122,10 +122,11 @@ impl Default for FenceSetup {
 impl FenceSetup {
     /// The configuration's fence levels and timing keys; writes the password
     /// files (0600) into `dir`.
-    fn config(&self, dir: &Path) -> Result<ConfigExtra> {
+    pub fn config(&self, dir: &Path) -> Result<ConfigExtra> {
         let mut extra = ConfigExtra {
             timing: self.timing_extra.iter().map(|(k, v)| format!("{k} = {v}")).collect(),
             fence: Default::default(),
+            tail: None,
         };
         for node in Node::BOTH {
             let mut levels = String::new();

@@ -10,6 +10,9 @@
 //! - [`fenced`]: [`FencedPair`], a [`Pair`] whose nodes have BMCs and fence
 //!   levels, and the fencing parts of the status file.
 //! - [`inject`]: what an attacker on a link can send (used by `tandem-inject`).
+//! - [`bus`], [`libvirt`], [`drbd`], [`virt_pair`]: a host's own system bus, a
+//!   real libvirtd with QEMU per host, the DRBD stand-in, and [`VirtPair`], two
+//!   complete hosts (bus, libvirtd with tandem's hook, tandemd, shared stand-in).
 //! - [`env`]: the checks every test makes first ([`preflight`]) and where
 //!   `tandemd` is ([`tandemd_bin`]).
 //!
@@ -18,14 +21,18 @@
 //! ([`netns::sweep_leftovers`]).
 
 pub mod bmc;
+pub mod bus;
 pub mod cmd;
 pub mod daemon;
+pub mod drbd;
 pub mod env;
 pub mod fenced;
 pub mod inject;
 pub mod lab;
+pub mod libvirt;
 pub mod netns;
 pub mod status;
+pub mod virt_pair;
 
 pub use bmc::Bmc;
 pub use daemon::{Daemon, Pair, Timing};
@@ -34,3 +41,4 @@ pub use fenced::{FenceSetup, FencedPair};
 pub use lab::{Direction, Lab2, Node};
 pub use netns::{NetNs, VethLink};
 pub use status::{read_status, wait_for};
+pub use virt_pair::{VirtPair, VirtSetup};

@@ -239,8 +239,16 @@ impl Core {
         self.starts.remove(&request);
         match error {
             None => {
-                // The domain's state comes from the hypervisor once it starts; the
-                // Primary resource already tells the peer to keep off.
+                // libvirt starts the domain as soon as the hook answers, and a
+                // `virsh migrate` may follow before the next poll of the
+                // hypervisor: count it as present (not yet executing) until the
+                // hypervisor says how the start went. A failed start ends in
+                // `release end`, which marks it stopped.
+                if let Some(entry) = domain.as_ref().and_then(|d| self.domains.get_mut(d)) {
+                    if entry.run == DomainRun::Stopped {
+                        entry.run = DomainRun::Paused;
+                    }
+                }
                 out.push(Action::Answer {
                     request,
                     result: Ok(()),

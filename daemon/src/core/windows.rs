@@ -126,7 +126,7 @@ impl Core {
     ) {
         let refusal = if self.check_resources(&domain, &resources).is_err() {
             Some("it names a resource this host does not manage".to_string())
-        } else if self.local_run(&domain) != DomainRun::Running {
+        } else if self.local_run(&domain) == DomainRun::Stopped {
             Some(format!("{domain} does not run on the source"))
         } else if self.window_for(&domain).is_some() {
             Some(format!("{domain} already has a migration window"))

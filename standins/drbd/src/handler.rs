@@ -160,7 +160,9 @@ pub fn wait_idle(dir: &Path, name: &str, timeout: std::time::Duration) -> bool {
                     .fold(0i64, |n, h| if h.status.is_none() { n + 1 } else { n - 1 })
                     > 0
             })
-            .unwrap_or(false);
+            // A state that cannot be read now is not proof that the handlers
+            // are done: look again.
+            .unwrap_or(true);
         if !busy {
             return true;
         }

@@ -1,0 +1,355 @@
+//! [`VirtPair`]: two complete test hosts: each with its network namespace
+//! (the [`Lab2`] links), its own system bus ([`SystemBus`]), its own real
+//! libvirtd with QEMU ([`LibvirtHost`]) whose hook is `tandem-libvirt-hook`,
+//! and its `tandemd` on that bus, using that libvirtd and the shared DRBD
+//! stand-in ([`DrbdStandin`]) for one resource `r0` whose by-res device on both
+//! hosts is one loop device (what DRBD would present as one replicated disk).
+//!
+//! The DRBD fence-peer handler of each host is `tandem-drbd-handler`, pointed at
+//! that host's bus, as DRBD would run it from `handlers { fence-peer ...; }`.
+
+use crate::bmc::Bmc;
+use crate::bus::SystemBus;
+use crate::cmd;
+use crate::daemon::{ConfigExtra, DaemonOptions, Pair, Timing};
+use crate::drbd::DrbdStandin;
+use crate::env::target_dir;
+use crate::fenced::{FenceSetup, BMC_PORTS};
+use crate::lab::{Lab2, Node};
+use crate::libvirt::{HostSpec, LibvirtHost};
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The one replicated resource of the rig.
+pub const RESOURCE: &str = "r0";
+
+/// Its by-res path, as a domain's disk names it.
+pub const RESOURCE_PATH: &str = "/dev/drbd/by-res/r0/0";
+
+/// How a [`VirtPair`] is set up.
+#[derive(Debug, Clone)]
+pub struct VirtSetup {
+    pub timing: Timing,
+    /// More `[timing]` lines (`key = value`).
+    pub timing_extra: Vec<String>,
+    /// The stand-in's `init` options after `--resource r0 --hosts alpha,beta`.
+    pub drbd_init: Vec<String>,
+    /// BMCs and fence levels as a [`crate::FencedPair`] has them (each BMC in
+    /// the other host's namespace; its power off kills the host's tandemd);
+    /// `None`: no fence devices.
+    pub fence: Option<FenceSetup>,
+}
+
+impl Default for VirtSetup {
+    fn default() -> Self {
+        VirtSetup {
+            timing: Timing::default(),
+            timing_extra: Vec::new(),
+            drbd_init: vec!["--fencing".into(), "resource-and-stonith".into()],
+            fence: None,
+        }
+    }
+}
+
+/// A loop device over a file; detached on drop.
+#[derive(Debug)]
+pub struct LoopDevice {
+    path: PathBuf,
+}
+
+impl LoopDevice {
+    pub fn new(file: &Path, size_mib: u64) -> Result<LoopDevice> {
+        let f = std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?;
+        f.set_len(size_mib << 20)?;
+        let out = cmd::output(Command::new("losetup").args(["-f", "--show"]).arg(file))
+            .context("cannot attach a loop device (needs root and /dev/loop-control)")?;
+        Ok(LoopDevice {
+            path: PathBuf::from(out.trim()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
+}
+
+/// A binary of this workspace's build (`cargo build --workspace --bins`).
+pub fn workspace_bin(name: &str) -> Result<PathBuf> {
+    if name == "tandemd" {
+        return crate::env::tandemd_bin();
+    }
+    ["debug", "release"]
+        .iter()
+        .map(|p| target_dir().join(p).join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            anyhow!(
+                "{name} is not built under {}: run `cargo build --workspace --bins`",
+                target_dir().display()
+            )
+        })
+}
+
+/// Two hosts with everything (see the module documentation). Dropping it
+/// stops the daemons, the libvirtds and their QEMUs, the buses, detaches the
+/// loop device and removes the network; the files stay when a test panicked.
+#[derive(Debug)]
+pub struct VirtPair {
+    // Dropped in this order.
+    bmcs: Vec<Bmc>,
+    hosts: [LibvirtHost; 2],
+    pair: Pair,
+    buses: [SystemBus; 2],
+    drbd: DrbdStandin,
+    disk: LoopDevice,
+}
+
+impl VirtPair {
+    pub fn start(setup: VirtSetup) -> Result<VirtPair> {
+        let prepared = Pair::prepare(setup.timing)?;
+        let dir = prepared.dir().to_owned();
+        let disk = LoopDevice::new(&dir.join("r0.img"), 64)?;
+        let buses = [
+            SystemBus::start(&dir.join("alpha/dbus"))?,
+            SystemBus::start(&dir.join("beta/dbus"))?,
+        ];
+        let drbd = DrbdStandin::new(&dir.join("drbd"))?;
+        let handler = workspace_bin("tandem-drbd-handler")?;
+        let fence_peer = |node: Node| {
+            format!(
+                "env DBUS_SYSTEM_BUS_ADDRESS={} {} fence-peer",
+                buses[node.index()].address(),
+                handler.display()
+            )
+        };
+        let addresses = format!(
+            "{}:7789,{}:7789",
+            Lab2::addr(Node::Alpha, 0)?,
+            Lab2::addr(Node::Beta, 0)?
+        );
+        let mut init: Vec<String> = [
+            "init",
+            "--resource",
+            RESOURCE,
+            "--hosts",
+            "alpha,beta",
+            "--addresses",
+            &addresses,
+            "--fence-peer-0",
+            &fence_peer(Node::Alpha),
+            "--fence-peer-1",
+            &fence_peer(Node::Beta),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        init.extend(setup.drbd_init.iter().cloned());
+        drbd.run(&init.iter().map(String::as_str).collect::<Vec<_>>())?;
+
+        let hook = workspace_bin("tandem-libvirt-hook")?;
+        let start_host = |node: Node| {
+            LibvirtHost::start(
+                prepared.lab().ns(node),
+                &dir.join(format!("{node}/libvirt")),
+                &HostSpec {
+                    hostname: node.name(),
+                    hook: Some(&hook),
+                    dbus_dir: buses[node.index()].dir(),
+                    drbd_links: vec![(RESOURCE.to_owned(), disk.path().to_owned())],
+                },
+            )
+        };
+        let alpha = start_host(Node::Alpha)?;
+        alpha.save_cache();
+        let beta = start_host(Node::Beta)?;
+        let hosts = [alpha, beta];
+
+        let fencing = match &setup.fence {
+            Some(f) => f.config(&dir)?,
+            None => ConfigExtra::default(),
+        };
+        let extra = |node: Node| -> Result<ConfigExtra> {
+            let mut timing = setup.timing_extra.clone();
+            timing.extend(fencing.timing.iter().cloned());
+            Ok(ConfigExtra {
+                timing,
+                fence: fencing.fence.clone(),
+                tail: Some(format!(
+                    "[drbd]\ndrbdadm = {:?}\ndrbdsetup = {:?}\nresources = [\"{RESOURCE}\"]\n\n\
+                     [hypervisor]\nkind = \"libvirt\"\nuri = {:?}\n",
+                    path_str(&drbd.drbdadm())?,
+                    path_str(&drbd.drbdsetup())?,
+                    hosts[node.index()].uri(),
+                )),
+            })
+        };
+        let options = |node: Node| DaemonOptions {
+            system_bus: Some(buses[node.index()].address().to_owned()),
+            env: drbd.env(node),
+        };
+        let pair = prepared.start(
+            &[extra(Node::Alpha)?, extra(Node::Beta)?],
+            &[options(Node::Alpha), options(Node::Beta)],
+        )?;
+        let mut bmcs = Vec::new();
+        if setup.fence.is_some() {
+            for node in Node::BOTH {
+                let b = Bmc::start(
+                    pair.lab().ns(node.other()),
+                    &format!("bmc-{node}"),
+                    BMC_PORTS[node.index()],
+                    &dir.join(format!("bmc-{node}")),
+                )
+                .with_context(|| format!("starting {node}'s BMC"))?;
+                b.set_target(Some(pair.daemon(node).pid()))?;
+                bmcs.push(b);
+            }
+        }
+        Ok(VirtPair {
+            bmcs,
+            hosts,
+            pair,
+            buses,
+            drbd,
+            disk,
+        })
+    }
+
+    /// [`VirtPair::start`], then waits until both daemons see each other.
+    pub fn start_healthy(setup: VirtSetup) -> Result<VirtPair> {
+        let mut rig = VirtPair::start(setup)?;
+        rig.pair.wait_healthy(Duration::from_secs(15))?;
+        Ok(rig)
+    }
+
+    pub fn host(&self, node: Node) -> &LibvirtHost {
+        &self.hosts[node.index()]
+    }
+
+    pub fn host_mut(&mut self, node: Node) -> &mut LibvirtHost {
+        &mut self.hosts[node.index()]
+    }
+
+    /// `node`'s BMC, when the setup has fencing.
+    pub fn bmc(&self, node: Node) -> Option<&Bmc> {
+        self.bmcs.get(node.index())
+    }
+
+    pub fn pair(&self) -> &Pair {
+        &self.pair
+    }
+
+    pub fn pair_mut(&mut self) -> &mut Pair {
+        &mut self.pair
+    }
+
+    pub fn drbd(&self) -> &DrbdStandin {
+        &self.drbd
+    }
+
+    /// The loop device both hosts' `/dev/drbd/by-res/r0/0` lead to.
+    pub fn disk(&self) -> &Path {
+        self.disk.path()
+    }
+
+    pub fn bus(&self, node: Node) -> &SystemBus {
+        &self.buses[node.index()]
+    }
+
+    pub fn status(&self, node: Node) -> Result<Value> {
+        self.pair.status(node)
+    }
+
+    /// Defines `domain` (one disk: [`RESOURCE_PATH`]) on both hosts.
+    pub fn define_everywhere(&self, domain: &str) -> Result<()> {
+        let xml = crate::libvirt::domain_xml(domain, &crate::libvirt::uuid_v4(), &[RESOURCE_PATH]);
+        for h in &self.hosts {
+            h.define(&xml)?;
+        }
+        Ok(())
+    }
+
+    /// `virsh migrate --live DOMAIN` from `from` to the other host, over the
+    /// first link; the virsh output (success or not).
+    pub fn migrate(&self, domain: &str, from: Node, extra: &[&str]) -> Result<std::process::Output> {
+        let to = from.other();
+        let dest_uri = self.host(to).uri();
+        let data = format!("tcp://{}", Lab2::addr(to, 0)?);
+        let mut args = vec!["migrate", "--live", domain, &dest_uri, &data];
+        args.extend_from_slice(extra);
+        self.host(from).virsh(&args)
+    }
+
+    /// Replaces `node`'s libvirt hook with one that only reads its stdin: the
+    /// host behaves as if tandem were not installed there.
+    pub fn disable_hook(&self, node: Node) -> Result<()> {
+        let dir = self.pair.dir().join(format!("{node}/libvirt"));
+        let stub = dir.join("no-hook.sh");
+        std::fs::write(&stub, "#!/bin/sh\ncat >/dev/null\n")?;
+        std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let link = dir.join("etc/hooks/qemu.d/tandem");
+        let tmp = dir.join("etc/hooks/qemu.d/.tandem.new");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&stub, &tmp)?;
+        std::fs::rename(&tmp, &link)?;
+        Ok(())
+    }
+
+    /// Everything a failed test needs to see: both daemons' stderr tails, the
+    /// stand-in's history, libvirtd logs.
+    pub fn report(&self) -> String {
+        let mut s = String::new();
+        for node in Node::BOTH {
+            s.push_str(&format!(
+                "--- {node} tandemd stderr:\n{}\n",
+                self.pair.daemon(node).stderr_tail(30)
+            ));
+        }
+        match self.drbd.history() {
+            Ok(h) => {
+                s.push_str("--- DRBD stand-in history:\n");
+                for e in h.iter().rev().take(40).rev() {
+                    s.push_str(&format!("{e}\n"));
+                }
+            }
+            Err(e) => s.push_str(&format!("--- no DRBD history: {e:#}\n")),
+        }
+        s
+    }
+
+    /// Fails when the stand-in's history breaks DRBD's rules (two Primaries
+    /// outside an agreed dual-primary setting).
+    pub fn check_drbd(&self) -> Result<()> {
+        self.drbd.check()
+    }
+
+    /// `node`'s role of `r0`, or an error with the rig's report.
+    pub fn role(&self, node: Node) -> Result<String> {
+        self.drbd.role(RESOURCE, node)
+    }
+
+    /// Waits until `node` holds `r0` in `role`.
+    pub fn wait_role(&self, node: Node, role: &str, timeout: Duration) -> Result<()> {
+        if crate::status::wait_for(timeout, Duration::from_millis(20), || {
+            self.role(node).map(|r| r == role).unwrap_or(false)
+        })
+        .is_err()
+        {
+            bail!("{node} did not become {role} within {timeout:?}\n{}", self.report());
+        }
+        Ok(())
+    }
+}
+
+fn path_str(p: &Path) -> Result<&str> {
+    p.to_str().ok_or_else(|| anyhow!("path {} is not UTF-8", p.display()))
+}
