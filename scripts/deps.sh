@@ -13,6 +13,7 @@ PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients qemu-system-x86
                                      # two real libvirtd with QEMU per test rig (tests/src/libvirt.rs), virsh
   mount drbd-utils                   # losetup for the rig's shared disk; the real drbdadm checks our command lines
+  python3-pip                        # pip, for the PyPI XenAPI package (the XenAPI stand-in's reference client)
 )
 
 missing=()
@@ -35,6 +36,13 @@ if ((${#missing[@]})); then
     [ -n "$v" ] && [ "$v" != "(none)" ] && extra=(--allow-downgrades "qemu-utils=$v")
   fi
   apt-get install -y -qq --no-install-recommends "${extra[@]}" "${missing[@]}" >/dev/null
+fi
+
+# The official Python XenAPI client, which standins/xapi's tests drive against
+# the XenAPI stand-in (fence_xenapi brings its own copy).
+if ! python3 -c 'import XenAPI' 2>/dev/null; then
+  echo "deps: installing the Python XenAPI package from PyPI"
+  python3 -m pip install --quiet --break-system-packages XenAPI >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -15,8 +15,9 @@ use zbus::{proxy, OwnedObjectPath};
     default_path = "/org/tandem/Tandem1"
 )]
 pub trait Cluster {
-    /// Live-migrates `domain` to the peer. Answered once the core accepted it; the
-    /// outcome follows as `MigrationFinished`/`Event` signals.
+    /// Live-migrates `domain` to the peer. Answered once the migration ended
+    /// (an error says why it was refused or failed); `MigrationFinished` follows too.
+    /// Callers set a method timeout long enough for a migration.
     async fn migrate(&self, domain: &str) -> Result<(), Error>;
 
     /// Drains this host (`true`) or ends the drain (`false`).

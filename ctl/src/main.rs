@@ -1,5 +1,7 @@
 //! `tandemctl`: the operator's command line.
 
+mod daemon;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -26,18 +28,31 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Fence a node through its configured fence levels.
+    /// Fence a node: by default the running daemon powers off its peer through
+    /// the peer's fence levels and waits for the confirmation.
     Fence {
         /// The node, as named in the configuration.
         node: String,
-        #[arg(long, value_enum, default_value = "status")]
-        action: ActionArg,
+        /// With --direct: what to do (the daemon only powers off).
+        #[arg(long, value_enum)]
+        action: Option<ActionArg>,
+        /// How long to wait for the daemon's confirmation, in seconds.
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
         /// Straight from the configuration, without a daemon: to test a fence
         /// setup before the cluster runs (like `fence_ipmilan -o status`).
         #[arg(long)]
         direct: bool,
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+    },
+    /// Live-migrate a domain that runs here to the peer (through the daemon,
+    /// which checks and opens the migration window as for `virsh migrate`).
+    Migrate {
+        domain: String,
+        /// How long to wait for the migration, in seconds.
+        #[arg(long, default_value_t = 600)]
+        wait: u64,
     },
     /// Configuration commands.
     Config {
@@ -115,17 +130,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fence {
             node,
             action,
+            wait,
             direct,
             config,
         } => {
-            if !direct {
-                anyhow::bail!(
-                    "fencing through the running daemon needs its D-Bus API, which this build does not have yet; \
-                     use --direct to fence straight from the configuration"
-                );
+            if direct {
+                return fence(&node, action.unwrap_or(ActionArg::Status).into(), &config);
             }
-            fence(&node, action.into(), &config)
+            match action {
+                None | Some(ActionArg::Off) => daemon::fence(&node, std::time::Duration::from_secs(wait)),
+                Some(other) => anyhow::bail!(
+                    "the daemon only powers its peer off; --action {} needs --direct",
+                    FenceAction::from(other).as_str()
+                ),
+            }
         }
+        Command::Migrate { domain, wait } => daemon::migrate(&domain, std::time::Duration::from_secs(wait)),
         Command::Keygen { path, force } => {
             let key = write_new_key(&path, force).with_context(|| "keygen".to_string())?;
             println!(

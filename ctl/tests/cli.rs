@@ -215,9 +215,18 @@ fn fence_direct_reports_and_changes_power_through_the_bmc() {
 
 #[test]
 fn fence_without_direct_says_what_to_do_and_wrong_node_is_named() {
-    let out = tandemctl().args(["fence", "beta"]).output().unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--direct"));
+    // Through the daemon, but there is no bus: one line that says so.
+    let out = tandemctl()
+        .args(["fence", "beta"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/tandem-test-bus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the system bus"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let out = tandemctl().args(["fence", "beta", "--action", "on"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --direct"));
 
     let bmc = Bmc::start();
     let dir = tempfile::tempdir().unwrap();

@@ -122,8 +122,27 @@ fn migration_is_refused_with_the_reason() {
     let e = hv.migrate(&d("test")).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "live migration by tandemctl needs the peer's libvirt URI, not configured in this version"
+        "live migration by tandem needs the peer's libvirt URI ([node.PEER] libvirt_uri)"
     );
+    // A peer that cannot be reached: the domain, the peer and libvirt's reason.
+    let peer = "qemu:///system?socket=/nonexistent/tandem-test/libvirt-sock";
+    let hv = Libvirt::connect(URI)
+        .unwrap()
+        .with_peer(tandem::hypervisor::PeerLibvirt {
+            uri: peer.into(),
+            migration_uri: Some("tcp://192.0.2.2".into()),
+        });
+    let e = hv.migrate(&d("test")).unwrap_err();
+    assert!(
+        matches!(&e, HypervisorError::Migrate { domain, peer: p, .. } if domain.0 == "test" && p == peer),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.starts_with("cannot migrate domain \"test\" to qemu:///system?socket=/nonexistent"),
+        "{text}"
+    );
+    assert!(text.contains("cannot connect"), "{text}");
 }
 
 #[tokio::test]

@@ -238,6 +238,21 @@ fn runner(program: std::ffi::OsString, timeout_ms: u64) -> Drbdadm {
     }
 }
 
+/// `load`, again while the new script is "text file busy": a test thread that
+/// forked while another wrote its script holds the write descriptor until it
+/// execs (a race of parallel tests, not of the hook, which has one thread).
+fn load(d: &Drbdadm) -> Result<DrbdMap, LoadError> {
+    for _ in 0..50 {
+        match d.load() {
+            Err(LoadError::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+    d.load()
+}
+
 #[test]
 fn loader_runs_dump_xml() {
     let sample = common::data("drbd/dump-xml-two-node.xml");
@@ -248,7 +263,7 @@ fn loader_runs_dump_xml() {
             sample.display()
         ),
     );
-    let map = runner(ok, 5000).load().unwrap();
+    let map = load(&runner(ok, 5000)).unwrap();
     assert_eq!(map.resolve_minor(3), rv("r7", 0));
     assert!(map.local_host.is_some(), "the node name comes from the kernel");
 }
@@ -269,7 +284,7 @@ fn loader_reports_failure_with_drbdadms_last_line() {
         "bad",
         "echo 'modinfo: ERROR: Module drbd not found.' >&2\necho \"bad.conf:1: Parse error: 'on' expected\" >&2\nexit 10",
     );
-    let e = runner(bad, 5000).load().unwrap_err();
+    let e = load(&runner(bad, 5000)).unwrap_err();
     let text = e.to_string();
     assert!(matches!(e, LoadError::Failed { .. }), "{text}");
     assert!(
@@ -286,7 +301,7 @@ fn loader_reports_failure_with_drbdadms_last_line() {
 fn loader_times_out_and_kills_drbdadm() {
     let slow = script("slow", "exec sleep 30");
     let started = Instant::now();
-    let e = runner(slow, 300).load().unwrap_err();
+    let e = load(&runner(slow, 300)).unwrap_err();
     let took = started.elapsed();
     assert!(matches!(e, LoadError::Timeout { .. }), "{e}");
     assert!(took < Duration::from_secs(3), "took {took:?}");

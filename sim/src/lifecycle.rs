@@ -149,6 +149,7 @@ impl World {
             Fault::TandemMigrate { domain } => {
                 if let Some(h) = self.runs_on(domain) {
                     let input = Input::OperatorMigrate {
+                        request: None,
                         domain: self.domain_names[domain].clone(),
                     };
                     self.feed(h, input);

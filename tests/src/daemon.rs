@@ -70,6 +70,8 @@ pub struct ConfigExtra {
     /// The `[drbd]` and `[hypervisor]` sections; `None`: resource `r0`, no
     /// hypervisor.
     pub tail: Option<String>,
+    /// More `key = value` lines of each node's `[node.NAME]`, by [`Node::index`].
+    pub node_keys: [String; 2],
 }
 
 /// The cluster configuration for a [`Lab2`]: nodes `alpha` (preferred) and
@@ -110,6 +112,7 @@ pub fn config_toml_with(authkey: &Path, timing: Timing, extra: &ConfigExtra) -> 
             node.name(),
             addrs.join(", ")
         ));
+        s.push_str(&extra.node_keys[node.index()]);
         match extra.fence[node.index()].as_str() {
             "" => s.push_str("fence = []\n"),
             levels => {

@@ -21,10 +21,10 @@ impl DrbdStandin {
     /// the workspace's build (`cargo build --workspace --bins`).
     pub fn new(state: &Path) -> Result<DrbdStandin> {
         std::fs::create_dir_all(state).with_context(|| format!("cannot create {}", state.display()))?;
-        let bin = ["debug", "release"]
-            .iter()
-            .map(|p| target_dir().join(p))
-            .find(|d| d.join("tandem-drbd-standin").is_file() && d.join("drbdadm").is_file())
+        let bin = crate::virt_pair::workspace_bin("tandem-drbd-standin")?
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|d| d.join("drbdadm").is_file())
             .ok_or_else(|| {
                 anyhow!(
                     "the DRBD stand-in is not built under {}: run `cargo build --workspace --bins`",

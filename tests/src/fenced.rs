@@ -127,6 +127,7 @@ impl FenceSetup {
             timing: self.timing_extra.iter().map(|(k, v)| format!("{k} = {v}")).collect(),
             fence: Default::default(),
             tail: None,
+            node_keys: Default::default(),
         };
         for node in Node::BOTH {
             let mut levels = String::new();

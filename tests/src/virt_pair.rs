@@ -87,7 +87,17 @@ pub fn workspace_bin(name: &str) -> Result<PathBuf> {
     if name == "tandemd" {
         return crate::env::tandemd_bin();
     }
-    ["debug", "release"]
+    // The profile this program was built with first: a release bench measures
+    // release binaries.
+    let release_first = std::env::current_exe()
+        .ok()
+        .is_some_and(|p| p.components().any(|c| c.as_os_str() == "release"));
+    let profiles = if release_first {
+        ["release", "debug"]
+    } else {
+        ["debug", "release"]
+    };
+    profiles
         .iter()
         .map(|p| target_dir().join(p).join(name))
         .find(|p| p.is_file())
@@ -180,8 +190,16 @@ impl VirtPair {
         let extra = |node: Node| -> Result<ConfigExtra> {
             let mut timing = setup.timing_extra.clone();
             timing.extend(fencing.timing.iter().cloned());
+            let node_keys = Node::BOTH.map(|n| {
+                format!(
+                    "libvirt_uri = {:?}\nmigration_uri = \"tcp://{}\"\n",
+                    hosts[n.index()].uri(),
+                    Lab2::addr(n, 0).unwrap_or("127.0.0.1")
+                )
+            });
             Ok(ConfigExtra {
                 timing,
+                node_keys,
                 fence: fencing.fence.clone(),
                 tail: Some(format!(
                     "[drbd]\ndrbdadm = {:?}\ndrbdsetup = {:?}\nresources = [\"{RESOURCE}\"]\n\n\

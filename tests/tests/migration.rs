@@ -251,3 +251,48 @@ fn a_window_the_source_never_releases_is_closed_by_the_reconciler() {
     assert_eq!(two_primaries_allowed(&rig), serde_json::json!([false, false]));
     rig.check_drbd().unwrap();
 }
+
+/// `Cluster.Migrate` on `node`'s bus, as `tandemctl migrate` calls it.
+fn dbus_migrate(rig: &VirtPair, node: Node, domain: &str) -> std::process::Output {
+    std::process::Command::new("dbus-send")
+        .args([
+            "--system",
+            "--print-reply",
+            "--reply-timeout=120000",
+            "--dest=org.tandem.Tandem1",
+        ])
+        .args(["/org/tandem/Tandem1", "org.tandem.Tandem1.Cluster.Migrate"])
+        .arg(format!("string:{domain}"))
+        .env("DBUS_SYSTEM_BUS_ADDRESS", rig.bus(node).address())
+        .output()
+        .expect("dbus-send (Debian: dbus-bin)")
+}
+
+#[test]
+fn tandem_migrates_a_domain_when_asked_over_dbus() {
+    let rig = running_on_alpha(VirtSetup::default());
+    // Not running on beta: refused with the reason, nothing moves.
+    let out = dbus_migrate(&rig, Node::Beta, DOMAIN);
+    assert!(!out.status.success());
+    let msg = stderr(&out);
+    assert!(
+        msg.contains("org.tandem.Tandem1.Error.Refused") && msg.contains("does not run on this host"),
+        "{msg}"
+    );
+
+    let out = dbus_migrate(&rig, Node::Alpha, DOMAIN);
+    assert!(out.status.success(), "Migrate: {}\n{}", stderr(&out), rig.report());
+    assert_eq!(
+        rig.host(Node::Beta).domstate(DOMAIN).unwrap().as_deref(),
+        Some("running")
+    );
+    assert_eq!(
+        rig.host(Node::Alpha).domstate(DOMAIN).unwrap().as_deref(),
+        Some("shut off")
+    );
+    rig.wait_role(Node::Alpha, "Secondary", Duration::from_secs(10))
+        .unwrap();
+    wait_no_windows(&rig, Duration::from_secs(10));
+    assert_eq!(two_primaries_allowed(&rig), serde_json::json!([false, false]));
+    rig.check_drbd().unwrap();
+}

@@ -76,6 +76,39 @@ pub struct Node {
     pub addresses: Vec<IpAddr>,
     /// Tried in order; empty only when the file says `fence = []`.
     pub fence: Vec<FenceLevel>,
+    /// How the *other* node's tandemd reaches this node's libvirtd to migrate a
+    /// domain here (`tandemctl migrate`, standby); see [`Node::libvirt_uri`].
+    pub libvirt_uri: Option<String>,
+    /// Where QEMU sends a migration's data to this node; see [`Node::migration_uri`].
+    pub migration_uri: Option<String>,
+}
+
+impl Node {
+    /// `libvirt_uri`, or `qemu+ssh://root@ADDRESS/system` over the first link,
+    /// what an admin would type for `virsh migrate`.
+    pub fn libvirt_uri(&self) -> String {
+        match (&self.libvirt_uri, self.addresses.first()) {
+            (Some(u), _) => u.clone(),
+            (None, Some(a)) => format!("qemu+ssh://root@{}/system", uri_host(a)),
+            (None, None) => "qemu:///system".into(),
+        }
+    }
+
+    /// `migration_uri`, or `tcp://ADDRESS` of the first link (libvirt picks the port).
+    pub fn migration_uri(&self) -> Option<String> {
+        match (&self.migration_uri, self.addresses.first()) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Some(a)) => Some(format!("tcp://{}", uri_host(a))),
+            (None, None) => None,
+        }
+    }
+}
+
+fn uri_host(a: &IpAddr) -> String {
+    match a {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
 }
 
 /// A fence level succeeds when all its devices succeed, run in the order listed.

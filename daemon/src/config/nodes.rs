@@ -18,6 +18,8 @@ struct Draft {
     addresses: Option<Vec<(IpAddr, usize)>>,
     addresses_at: usize,
     fence: Option<Vec<FenceLevel>>,
+    libvirt_uri: Option<String>,
+    migration_uri: Option<String>,
 }
 
 /// The outcome for `[node]`: the names are known (for `cluster.preferred`) as
@@ -111,6 +113,8 @@ fn check_pair(
             name: d.name,
             addresses: d.addresses?.into_iter().map(|(ip, _)| ip).collect(),
             fence: d.fence?,
+            libvirt_uri: d.libvirt_uri,
+            migration_uri: d.migration_uri,
         })
     };
     Some([node(a, 0)?, node(b, 1)?])
@@ -165,11 +169,33 @@ fn check_node(name: &str, key_at: usize, raw: &Raw, ctx: &Ctx, timing: Option<&T
         Some((a, at)) => (Some(a), at),
         None => (None, raw.span.start),
     };
+    let uri = |key: &str| match field::<S<String>>(raw, &path, key, ctx) {
+        Some(Ok(v)) => {
+            let text = v.get_ref().trim();
+            if text.is_empty() || text.chars().any(char::is_whitespace) || !text.contains("://") {
+                ctx.report(
+                    at(&v),
+                    format!(
+                        "{path}.{key} is {:?}: expected a URI such as qemu+ssh://root@host/system or tcp://host",
+                        v.get_ref()
+                    ),
+                );
+                None
+            } else {
+                Some(text.to_owned())
+            }
+        }
+        _ => None,
+    };
+    let libvirt_uri = uri("libvirt_uri");
+    let migration_uri = uri("migration_uri");
     Some(Draft {
         name: name.to_string(),
         addresses,
         addresses_at,
         fence,
+        libvirt_uri,
+        migration_uri,
     })
 }
 

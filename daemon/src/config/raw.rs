@@ -13,7 +13,7 @@ pub(crate) type S<T> = Spanned<T>;
 /// Top-level sections, in the order the docs present them.
 pub(crate) const SECTIONS: &[&str] = &["cluster", "timing", "node", "drbd", "hypervisor"];
 /// The keys of one `[node.NAME]` table.
-pub(crate) const NODE_KEYS: &[&str] = &["addresses", "fence"];
+pub(crate) const NODE_KEYS: &[&str] = &["addresses", "fence", "libvirt_uri", "migration_uri"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -552,3 +552,27 @@ fn type_errors() {
         .replacen("\ntiming = 5\n", "\n", 1);
     assert_at(&one_error(&text), pos(&text, "5"), "timing must be a table, not 5");
 }
+
+#[test]
+fn migration_targets_of_a_node() {
+    let c = check_str(FILE, BASE).unwrap();
+    let beta = c.node(crate::core::NodeId(1));
+    assert_eq!(beta.libvirt_uri(), "qemu+ssh://root@192.0.2.2/system");
+    assert_eq!(beta.migration_uri().as_deref(), Some("tcp://192.0.2.2"));
+
+    let text = BASE.replace(
+        "[node.beta]\n",
+        "[node.beta]\nlibvirt_uri = \"qemu+tls://beta.example/system\"\nmigration_uri = \"tcp://10.9.9.2:49152\"\n",
+    );
+    let c = check_str(FILE, &text).unwrap();
+    let beta = c.node(crate::core::NodeId(1));
+    assert_eq!(beta.libvirt_uri(), "qemu+tls://beta.example/system");
+    assert_eq!(beta.migration_uri().as_deref(), Some("tcp://10.9.9.2:49152"));
+
+    let text = BASE.replace("[node.beta]\n", "[node.beta]\nlibvirt_uri = \"beta\"\n");
+    assert_at(
+        &one_error(&text),
+        pos(&text, "\"beta\""),
+        "node.beta.libvirt_uri is \"beta\": expected a URI",
+    );
+}

@@ -57,8 +57,12 @@ pub enum Input {
         action: ActionId,
         result: Result<(), String>,
     },
-    /// Operator: live-migrate a domain that runs here to the peer.
-    OperatorMigrate { domain: DomainName },
+    /// Operator: live-migrate a domain that runs here to the peer. With a
+    /// `request`, the core answers it once the migration ended or was refused.
+    OperatorMigrate {
+        request: Option<RequestId>,
+        domain: DomainName,
+    },
     /// Operator: drain this host (migrate everything away) or end the drain.
     OperatorStandby { on: bool },
     /// Operator: fence the peer now, even if it was never seen since start.

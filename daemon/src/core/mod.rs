@@ -113,7 +113,8 @@ pub struct Core {
     releases: BTreeMap<RequestId, OpBatch>,
     fence_peer: BTreeMap<RequestId, FencePeerWait>,
     takeovers: BTreeMap<DomainName, Takeover>,
-    migrating: BTreeSet<DomainName>,
+    /// Migrations started by tandem, with the operator's request waiting for each.
+    migrating: BTreeMap<DomainName, Option<RequestId>>,
     /// Domains migrated to the peer since its last heartbeat.
     handed_over: BTreeSet<DomainName>,
     peer_msg: Option<(u64, u64)>,
@@ -144,7 +145,7 @@ impl Core {
             releases: BTreeMap::new(),
             fence_peer: BTreeMap::new(),
             takeovers: BTreeMap::new(),
-            migrating: BTreeSet::new(),
+            migrating: BTreeMap::new(),
             handed_over: BTreeSet::new(),
             peer_msg: None,
             standby: false,
@@ -274,7 +275,7 @@ impl Core {
                 let outs = self.arbiter.fence_result(now, result, || alloc(&mut self.next_action));
                 self.arbiter_out(now, outs, &mut out);
             }
-            Input::OperatorMigrate { domain } => self.operator_migrate(domain, &mut out)?,
+            Input::OperatorMigrate { request, domain } => self.operator_migrate(request, domain, &mut out)?,
             Input::OperatorStandby { on } => {
                 self.standby = on;
                 if on {
@@ -286,7 +287,7 @@ impl Core {
                         .collect();
                     for d in here {
                         // A domain that cannot leave now stays; standby only drains.
-                        let _ = self.operator_migrate(d, &mut out);
+                        let _ = self.operator_migrate(None, d, &mut out);
                     }
                 }
             }
@@ -442,7 +443,12 @@ impl Core {
                 }
             }
             Owner::Migrate(d) => {
-                self.migrating.remove(&d);
+                if let Some(Some(request)) = self.migrating.remove(&d) {
+                    out.push(Action::Answer {
+                        request,
+                        result: result.clone(),
+                    });
+                }
                 out.push(Action::Event(Event::MigrationFinished { domain: d, result }));
             }
             Owner::Cleanup => {}
@@ -450,26 +456,42 @@ impl Core {
         Ok(())
     }
 
-    fn operator_migrate(&mut self, domain: DomainName, out: &mut Vec<Action>) -> Result<(), CoreError> {
+    fn operator_migrate(
+        &mut self,
+        request: Option<RequestId>,
+        domain: DomainName,
+        out: &mut Vec<Action>,
+    ) -> Result<(), CoreError> {
+        if let Some(r) = request {
+            if self.migrating.values().any(|w| *w == Some(r)) {
+                return Err(CoreError::DuplicateRequest(r));
+            }
+        }
         let d = self
             .domains
             .get(&domain)
             .ok_or_else(|| CoreError::UnknownDomain(domain.clone()))?;
-        let refusal = if d.run != DomainRun::Running {
+        let refusal = if d.run == DomainRun::Stopped {
             Some(format!("{domain} does not run on this host"))
         } else if self.membership.state() != PeerState::Online {
             Some("the peer is not online".to_string())
-        } else if self.migrating.contains(&domain) {
+        } else if self.migrating.contains_key(&domain) {
             Some(format!("{domain} is already migrating"))
         } else {
             None
         };
         if let Some(reason) = refusal {
+            if let Some(request) = request {
+                out.push(Action::Answer {
+                    request,
+                    result: Err(format!("tandem refuses to migrate {domain}: {reason}")),
+                });
+            }
             out.push(Action::Event(Event::Refused { domain, reason }));
             return Ok(());
         }
         let action = self.action(Owner::Migrate(domain.clone()));
-        self.migrating.insert(domain.clone());
+        self.migrating.insert(domain.clone(), request);
         out.push(Action::MigrateDomain { action, domain });
         Ok(())
     }

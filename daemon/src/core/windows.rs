@@ -341,6 +341,19 @@ impl Core {
                 }
                 w.phase = Phase::Open;
                 let domain = w.domain.clone();
+                // The hypervisor starts the incoming domain (paused) as soon as
+                // the hook answers: count it as present here until the
+                // hypervisor or a release says otherwise, so that a window the
+                // source closes does not demote the disk it is arriving on
+                // (xl has no hypervisor view in tandem yet; libvirt's may lag).
+                if let Some(entry) = self.domains.get_mut(&domain) {
+                    if entry.run == DomainRun::Stopped {
+                        entry.run = DomainRun::Paused;
+                    }
+                }
+                let Some(w) = self.windows.get_mut(&id) else {
+                    return false;
+                };
                 if let Some(h) = w.hook.take() {
                     out.push(Action::Answer {
                         request: h,

@@ -13,7 +13,7 @@
 pub mod libvirt;
 mod watch;
 
-pub use libvirt::Libvirt;
+pub use libvirt::{Libvirt, PeerLibvirt};
 pub use watch::{resources_in_xml, WatchConfig, Watcher, XmlResources};
 
 use crate::core::{DomainName, DomainRun};
@@ -36,8 +36,14 @@ pub enum HypervisorError {
     },
     #[error("cannot start domain \"{domain}\": {message}")]
     Start { domain: DomainName, message: String },
-    #[error("live migration by tandemctl needs the peer's libvirt URI, not configured in this version")]
+    #[error("live migration by tandem needs the peer's libvirt URI ([node.PEER] libvirt_uri)")]
     MigrationNotConfigured,
+    #[error("cannot migrate domain \"{domain}\" to {peer}: {message}")]
+    Migrate {
+        domain: DomainName,
+        peer: String,
+        message: String,
+    },
 }
 
 impl HypervisorError {
@@ -51,6 +57,7 @@ impl HypervisorError {
             HypervisorError::Domain { code, .. } => format!("domain/{code}"),
             HypervisorError::Start { .. } => "start".into(),
             HypervisorError::MigrationNotConfigured => "migration-not-configured".into(),
+            HypervisorError::Migrate { .. } => "migrate".into(),
         }
     }
 }

@@ -167,6 +167,10 @@ impl Tracker {
         let rescan = self.cfg.rescan_every > 0 && self.polls_since_rescan >= self.cfg.rescan_every;
         if rescan {
             self.polls_since_rescan = 0;
+            // Tell every state again: the core may have assumed one (a start or
+            // an incoming migration it admitted) that the hypervisor never
+            // reached, and only a change would otherwise correct it.
+            self.told.clear();
         }
         let mut out = Vec::new();
         let mut listed = BTreeMap::new();

@@ -6,7 +6,7 @@ use crate::config::{self, Config};
 use crate::core::{ActionId, DomainName, DrbdOp, Input, NodeId};
 use crate::drbd::{DrbdDriver, DrbdOptions};
 use crate::fence::{FenceAction, FenceHistory, FenceLevels, PowerState};
-use crate::hypervisor::{Hypervisor, HypervisorError, Libvirt, WatchConfig, Watcher};
+use crate::hypervisor::{Hypervisor, HypervisorError, Libvirt, PeerLibvirt, WatchConfig, Watcher};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -32,7 +32,10 @@ impl Drivers {
         let hypervisor: Result<Arc<dyn Hypervisor>, &'static str> = match &cfg.hypervisor {
             // Connects on first use and again after libvirtd restarts, so a
             // libvirtd that is not up yet is only a warning from the watcher.
-            config::Hypervisor::Libvirt { uri } => Ok(Arc::new(Libvirt::new(uri.clone()))),
+            config::Hypervisor::Libvirt { uri } => Ok(Arc::new(Libvirt::new(uri.clone()).with_peer(PeerLibvirt {
+                uri: peer.libvirt_uri(),
+                migration_uri: peer.migration_uri(),
+            }))),
             config::Hypervisor::Xl { .. } => Err("the xl hypervisor driver is not built yet"),
             config::Hypervisor::None => Err("[hypervisor] kind = \"none\": tandem manages no domains on this host"),
         };

@@ -138,7 +138,10 @@ impl Requests {
                 resources,
             },
             Call::FencePeer { resource } => Input::FencePeer { request, resource },
-            Call::Migrate { domain } => return (Input::OperatorMigrate { domain }, Some(req.reply)),
+            Call::Migrate { domain } => Input::OperatorMigrate {
+                request: Some(request),
+                domain,
+            },
             Call::Standby { on } => return (Input::OperatorStandby { on }, Some(req.reply)),
             Call::FencePeerNow => return (Input::OperatorFence, Some(req.reply)),
         };
@@ -153,6 +156,9 @@ impl Requests {
             | Input::PrepareStart { request, .. }
             | Input::Release { request, .. }
             | Input::FencePeer { request, .. } => *request,
+            Input::OperatorMigrate {
+                request: Some(request), ..
+            } => *request,
             _ => return,
         };
         if let Some(reply) = self.waiting.remove(&id) {

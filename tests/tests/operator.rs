@@ -1,0 +1,83 @@
+//! The operator's commands through the running daemon's D-Bus API, on the
+//! two-host rig (tests/src/virt_pair.rs): `tandemctl fence NODE`,
+//! `tandemctl migrate DOMAIN`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+use std::time::Duration;
+use tandem_tests::virt_pair::workspace_bin;
+use tandem_tests::{wait_for, FenceSetup, Node, VirtPair, VirtSetup};
+
+fn tandemctl(rig: &VirtPair, node: Node, args: &[&str]) -> Output {
+    Command::new(workspace_bin("tandemctl").unwrap())
+        .args(args)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", rig.bus(node).address())
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn tandemctl_fence_powers_the_peer_off_through_the_daemon() {
+    let setup = VirtSetup {
+        fence: Some(FenceSetup::default()),
+        ..VirtSetup::default()
+    };
+    let rig = VirtPair::start_healthy(setup).expect("rig");
+    // A host does not fence itself, and unknown names are named.
+    let out = tandemctl(&rig, Node::Alpha, &["fence", "alpha"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("alpha is this host"), "{}", text(&out));
+    let out = tandemctl(&rig, Node::Alpha, &["fence", "gamma"]);
+    assert!(text(&out).contains("no node \"gamma\""), "{}", text(&out));
+    assert_eq!(rig.bmc(Node::Beta).unwrap().power_offs().len(), 0);
+
+    let out = tandemctl(&rig, Node::Alpha, &["fence", "beta", "--wait", "30"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), rig.report());
+    assert!(
+        text(&out).contains("beta: powered off, confirmed by fence level 1"),
+        "{}",
+        text(&out)
+    );
+    let bmc = rig.bmc(Node::Beta).unwrap();
+    assert_eq!(bmc.power_offs().len(), 1, "{}", bmc.log());
+    let gone = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+        tandem_tests::bmc::process_gone(rig.pair().daemon(Node::Beta).pid())
+    });
+    assert!(gone.is_ok(), "beta's tandemd survived its power off");
+}
+
+#[test]
+fn tandemctl_migrate_moves_a_running_domain_and_says_why_it_cannot() {
+    let rig = VirtPair::start_healthy(VirtSetup::default()).expect("rig");
+    rig.define_everywhere("vm1").unwrap();
+    let out = tandemctl(&rig, Node::Alpha, &["migrate", "vm1"]);
+    assert_eq!(out.status.code(), Some(1));
+    // Before the daemon's first look at libvirt it knows no vm1; after it, vm1 is shut off.
+    let said = text(&out);
+    assert!(
+        said.contains("vm1 does not run on this host") || said.contains("tandem knows no domain vm1"),
+        "{said}"
+    );
+    let out = rig.host(Node::Alpha).virsh(&["start", "vm1"]).unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = tandemctl(&rig, Node::Alpha, &["migrate", "vm1"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), rig.report());
+    assert!(text(&out).contains("vm1: migrated in"), "{}", text(&out));
+    assert_eq!(
+        rig.host(Node::Beta).domstate("vm1").unwrap().as_deref(),
+        Some("running")
+    );
+    rig.wait_role(Node::Alpha, "Secondary", Duration::from_secs(10))
+        .unwrap();
+    rig.check_drbd().unwrap();
+}
