@@ -133,6 +133,10 @@ fn a_start_on_data_that_is_not_uptodate_is_refused() {
 fn replication_broken_while_the_peer_is_reachable_outdates_it() {
     let rig = running_on_alpha(VirtSetup::default());
     rig.drbd().run(&["net-cut", RESOURCE, "--wait"]).unwrap();
+    // `--wait` has been seen returning before the handler's answer under load.
+    let _ = wait_for(Duration::from_secs(30), Duration::from_millis(20), || {
+        !handler_results(&rig).is_empty()
+    });
     assert_eq!(handler_results(&rig), vec![(0, 4)], "{}", rig.report());
     assert_eq!(
         node_field(&rig, Node::Beta, "disk"),

@@ -103,6 +103,19 @@ fn main() -> Result<()> {
     for _ in 0..runs {
         prepare.push(hook(&rig, Node::Beta, &["vm1", "migrate", "begin", "-"], &xml)?);
         release.push(hook(&rig, Node::Beta, &["vm1", "release", "end", "-"], &xml)?);
+        // The source closes its side of the window after the destination's
+        // release answered: the next round starts once both sides are closed.
+        let closed = tandem_tests::wait_for(Duration::from_secs(10), Duration::from_millis(10), || {
+            Node::BOTH.iter().all(|n| {
+                rig.status(*n)
+                    .ok()
+                    .and_then(|v| v.get("windows").and_then(|w| w.as_array()).map(Vec::is_empty))
+                    .unwrap_or(false)
+            })
+        });
+        if closed.is_err() {
+            bail!("a migration window stayed open\n{}", rig.report());
+        }
     }
     rig.check_drbd()?;
 
