@@ -20,6 +20,15 @@ pub trait Cluster {
     /// Callers set a method timeout long enough for a migration.
     async fn migrate(&self, domain: &str) -> Result<(), Error>;
 
+    /// Starts `domain` on this host: tandem checks as the hook does (not running
+    /// on the peer, data UpToDate, peer known), then libvirt starts it and the
+    /// hook promotes. Answered once it started, or with the reason it did not.
+    async fn start(&self, domain: &str) -> Result<(), Error>;
+
+    /// Stops `domain`, which runs here: `force` at once (`virsh destroy`), else
+    /// the guest is asked to shut down (answered once asked). The hook demotes.
+    async fn stop(&self, domain: &str, force: bool) -> Result<(), Error>;
+
     /// Drains this host (`true`) or ends the drain (`false`).
     async fn standby(&self, on: bool) -> Result<(), Error>;
 
@@ -134,6 +143,12 @@ pub trait Hooks {
 pub trait Domain {
     /// Live-migrates this domain to the peer (as `Cluster.Migrate`).
     async fn migrate(&self) -> Result<(), Error>;
+
+    /// Starts this domain here (as `Cluster.Start`).
+    async fn start(&self) -> Result<(), Error>;
+
+    /// Stops this domain (as `Cluster.Stop`).
+    async fn stop(&self, force: bool) -> Result<(), Error>;
 
     /// The domain's name.
     #[zbus(property)]

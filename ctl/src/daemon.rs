@@ -82,6 +82,30 @@ pub fn fence(node: &str, wait: Duration) -> Result<ExitCode> {
     })
 }
 
+/// `tandemctl start DOMAIN`: the daemon checks, then libvirt starts it here.
+pub fn start(domain: &str, wait: Duration) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let c = cluster(wait).await?;
+        c.start(domain).await.map_err(explain)?;
+        println!("{domain}: started");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `tandemctl stop DOMAIN [--force]`.
+pub fn stop(domain: &str, force: bool, wait: Duration) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let c = cluster(wait).await?;
+        c.stop(domain, force).await.map_err(explain)?;
+        if force {
+            println!("{domain}: stopped");
+        } else {
+            println!("{domain}: asked to shut down");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 /// `tandemctl migrate DOMAIN`: the daemon live-migrates it to the peer and
 /// answers when the migration ended.
 pub fn migrate(domain: &str, wait: Duration) -> Result<ExitCode> {

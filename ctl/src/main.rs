@@ -54,6 +54,22 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         wait: u64,
     },
+    /// Start a domain on this host, through the daemon (the same checks as a
+    /// `virsh start` through the hook).
+    Start {
+        domain: String,
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// Stop a domain that runs on this host, through the daemon.
+    Stop {
+        domain: String,
+        /// At once, like `virsh destroy`, instead of asking the guest to shut down.
+        #[arg(long)]
+        force: bool,
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -146,6 +162,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Migrate { domain, wait } => daemon::migrate(&domain, std::time::Duration::from_secs(wait)),
+        Command::Start { domain, wait } => daemon::start(&domain, std::time::Duration::from_secs(wait)),
+        Command::Stop { domain, force, wait } => daemon::stop(&domain, force, std::time::Duration::from_secs(wait)),
         Command::Keygen { path, force } => {
             let key = write_new_key(&path, force).with_context(|| "keygen".to_string())?;
             println!(

@@ -155,6 +155,30 @@ impl World {
                     self.feed(h, input);
                 }
             }
+            Fault::TandemStart { host, domain } => {
+                let h = usize::from(host) & 1;
+                if let Some(request) = self.next_request(h) {
+                    let input = Input::OperatorStart {
+                        request,
+                        domain: self.domain_names[domain].clone(),
+                    };
+                    self.operator_start = Some((h, domain));
+                    self.feed(h, input);
+                    self.operator_start = None;
+                }
+            }
+            Fault::TandemStop { domain } => {
+                if let Some(h) = self.runs_on(domain) {
+                    if let Some(request) = self.next_request(h) {
+                        let input = Input::OperatorStop {
+                            request,
+                            domain: self.domain_names[domain].clone(),
+                            force: true,
+                        };
+                        self.feed(h, input);
+                    }
+                }
+            }
             Fault::Standby { host, on } => self.feed(usize::from(host) & 1, Input::OperatorStandby { on }),
             Fault::KillIncoming { domain } => {
                 let mig = self

@@ -73,9 +73,13 @@ impl World {
                 let Some(d) = self.domain_names.iter().position(|n| *n == domain) else {
                     return;
                 };
-                self.check_may_act_on_peer(h, "took over a domain");
+                let takeover = self.operator_start != Some((h, d));
+                if takeover {
+                    self.check_may_act_on_peer(h, "took over a domain");
+                }
                 let other = 1 - h;
-                if self.hosts[other].powered
+                if takeover
+                    && self.hosts[other].powered
                     && (self.hosts[other].vms.contains_key(&d) || self.drbd[d].sides[other].role == Role::Primary)
                 {
                     self.violate(
@@ -91,6 +95,17 @@ impl World {
                     },
                     d,
                 );
+            }
+            Action::StopDomain { action, domain, .. } => {
+                // An operator's stop through the daemon: libvirt stops the guest,
+                // runs `release end`, and answers.
+                if let Some(d) = self.domain_names.iter().position(|n| *n == domain) {
+                    if self.hosts[h].vms.remove(&d).is_some() {
+                        self.log(|| format!("node{h}: vm{d} stopped by its daemon"));
+                        self.run_hook(h, HookCtx::Release, d);
+                    }
+                }
+                self.feed(h, Input::ActionDone { action, result: Ok(()) });
             }
             Action::MigrateDomain { action, domain } => {
                 if let Some(d) = self.domain_names.iter().position(|n| *n == domain) {

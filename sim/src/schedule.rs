@@ -61,6 +61,15 @@ pub enum Fault {
     TandemMigrate {
         domain: usize,
     },
+    /// `tandemctl start` on a host (through its daemon, then libvirt and its hook).
+    TandemStart {
+        host: u8,
+        domain: usize,
+    },
+    /// `tandemctl stop --force` on the host running the domain.
+    TandemStop {
+        domain: usize,
+    },
     Standby {
         host: u8,
         on: bool,
@@ -93,6 +102,8 @@ impl Fault {
             Fault::Stop { .. } => "stop",
             Fault::Migrate { .. } => "migrate",
             Fault::TandemMigrate { .. } => "tandem-migrate",
+            Fault::TandemStart { .. } => "tandem-start",
+            Fault::TandemStop { .. } => "tandem-stop",
             Fault::Standby { .. } => "standby",
             Fault::OperatorFence { .. } => "operator-fence",
             Fault::KillIncoming { .. } => "kill-incoming",
@@ -103,7 +114,12 @@ impl Fault {
     pub fn is_disturbance(&self) -> bool {
         !matches!(
             self,
-            Fault::Start { .. } | Fault::Stop { .. } | Fault::Migrate { .. } | Fault::TandemMigrate { .. }
+            Fault::Start { .. }
+                | Fault::Stop { .. }
+                | Fault::Migrate { .. }
+                | Fault::TandemMigrate { .. }
+                | Fault::TandemStart { .. }
+                | Fault::TandemStop { .. }
         )
     }
 }
@@ -127,6 +143,8 @@ impl fmt::Display for Fault {
             Fault::Stop { domain } => write!(f, "virsh shutdown vm{domain}"),
             Fault::Migrate { domain } => write!(f, "virsh migrate --live vm{domain}"),
             Fault::TandemMigrate { domain } => write!(f, "tandemctl migrate vm{domain}"),
+            Fault::TandemStart { host, domain } => write!(f, "tandemctl start vm{domain} on node{host}"),
+            Fault::TandemStop { domain } => write!(f, "tandemctl stop --force vm{domain}"),
             Fault::Standby { host, on } => {
                 write!(f, "tandemctl standby {} on node{host}", if *on { "on" } else { "off" })
             }
@@ -246,8 +264,10 @@ impl Scenario {
                         _ => DeviceMode::Works,
                     },
                 },
-                63..=71 => Fault::Start { host, domain },
-                72..=76 => Fault::Stop { domain },
+                63..=68 => Fault::Start { host, domain },
+                69..=71 => Fault::TandemStart { host, domain },
+                72..=74 => Fault::Stop { domain },
+                75..=76 => Fault::TandemStop { domain },
                 77..=88 => Fault::Migrate { domain },
                 89..=93 => Fault::TandemMigrate { domain },
                 94..=95 => Fault::KillIncoming { domain },

@@ -164,6 +164,9 @@ pub struct World {
     pub(crate) checks: Vec<crate::invariants::Expectation>,
     /// Working fence devices already told to power a host off.
     pub(crate) power_offs_in_flight: [u32; 2],
+    /// While an operator's `tandemctl start` is fed to a host: (host, domain).
+    /// The `StartDomain` it yields is an ordinary start, not a takeover.
+    pub(crate) operator_start: Option<(usize, usize)>,
 }
 
 impl World {
@@ -206,6 +209,7 @@ impl World {
             disturbances: 0,
             checks: Vec::new(),
             power_offs_in_flight: [0, 0],
+            operator_start: None,
         };
         for (d, h) in w.scenario.domains.clone().into_iter().enumerate() {
             if let Some(h) = h {

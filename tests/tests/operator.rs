@@ -81,3 +81,63 @@ fn tandemctl_migrate_moves_a_running_domain_and_says_why_it_cannot() {
         .unwrap();
     rig.check_drbd().unwrap();
 }
+
+#[test]
+fn tandemctl_start_and_stop_go_through_the_same_checks_as_the_hook() {
+    let rig = VirtPair::start_healthy(VirtSetup::default()).expect("rig");
+    rig.define_everywhere("vm1").unwrap();
+    // Wait for both daemons to have seen vm1 in libvirt.
+    let known = wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+        let out = tandemctl(&rig, Node::Beta, &["stop", "vm1"]);
+        text(&out).contains("does not run on this host")
+    });
+    assert!(known.is_ok(), "beta's tandemd never learnt of vm1");
+
+    let out = tandemctl(&rig, Node::Alpha, &["start", "vm1"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), rig.report());
+    assert_eq!(
+        rig.host(Node::Alpha).domstate("vm1").unwrap().as_deref(),
+        Some("running")
+    );
+    assert_eq!(rig.role(Node::Alpha).unwrap(), "Primary");
+
+    // Running on alpha: beta refuses, with the reason, and nothing changes.
+    let refused = wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+        let out = tandemctl(&rig, Node::Beta, &["start", "vm1"]);
+        !out.status.success() && text(&out).contains("tandem refuses to start vm1")
+    });
+    assert!(
+        refused.is_ok(),
+        "beta started vm1 while it runs on alpha\n{}",
+        rig.report()
+    );
+    assert_eq!(
+        rig.host(Node::Beta).domstate("vm1").unwrap().as_deref(),
+        Some("shut off")
+    );
+    assert_eq!(rig.role(Node::Beta).unwrap(), "Secondary");
+
+    let out = tandemctl(&rig, Node::Alpha, &["stop", "vm1", "--force"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        rig.host(Node::Alpha).domstate("vm1").unwrap().as_deref(),
+        Some("shut off")
+    );
+    rig.wait_role(Node::Alpha, "Secondary", Duration::from_secs(10))
+        .unwrap();
+
+    // Now beta may.
+    let started = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+        tandemctl(&rig, Node::Beta, &["start", "vm1"]).status.success()
+    });
+    assert!(
+        started.is_ok(),
+        "beta could not start vm1 after alpha stopped it\n{}",
+        rig.report()
+    );
+    assert_eq!(
+        rig.host(Node::Beta).domstate("vm1").unwrap().as_deref(),
+        Some("running")
+    );
+    rig.check_drbd().unwrap();
+}

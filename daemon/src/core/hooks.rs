@@ -70,8 +70,9 @@ impl Core {
         None
     }
 
-    fn check_request(&self, request: RequestId) -> Result<(), CoreError> {
-        let busy = self.starts.contains_key(&request)
+    pub(super) fn check_request(&self, request: RequestId) -> Result<(), CoreError> {
+        let busy = self.pending.values().any(|o| *o == Owner::Operator(request))
+            || self.starts.contains_key(&request)
             || self.releases.contains_key(&request)
             || self.fence_peer.contains_key(&request)
             || self.windows.values().any(|w| w.hook_is(request));
@@ -184,7 +185,7 @@ impl Core {
         Ok(())
     }
 
-    fn start_refusal(&self, domain: &DomainName, resources: &[ResourceName]) -> Option<String> {
+    pub(super) fn start_refusal(&self, domain: &DomainName, resources: &[ResourceName]) -> Option<String> {
         // After a confirmed fence this host is the only one left: standby drains
         // it of ordinary starts, not of a failover.
         let peer_fenced = matches!(self.membership.state(), PeerState::Fenced { .. });

@@ -63,6 +63,17 @@ pub enum Input {
         request: Option<RequestId>,
         domain: DomainName,
     },
+    /// Operator: start a defined domain here (libvirt then runs the hooks, which
+    /// check again and promote). The core answers `request` when it started or why not.
+    OperatorStart { request: RequestId, domain: DomainName },
+    /// Operator: stop a domain that runs here (`force`: at once, like
+    /// `virsh destroy`; else the guest is asked to shut down). The hooks release
+    /// its resources.
+    OperatorStop {
+        request: RequestId,
+        domain: DomainName,
+        force: bool,
+    },
     /// Operator: drain this host (migrate everything away) or end the drain.
     OperatorStandby { on: bool },
     /// Operator: fence the peer now, even if it was never seen since start.
@@ -143,6 +154,11 @@ pub enum Action {
     MigrateDomain {
         action: ActionId,
         domain: DomainName,
+    },
+    StopDomain {
+        action: ActionId,
+        domain: DomainName,
+        force: bool,
     },
     /// Write this state so a restarted daemon finds its open windows.
     Persist(Persisted),

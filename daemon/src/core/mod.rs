@@ -94,6 +94,8 @@ enum Owner {
     },
     Takeover(DomainName),
     Migrate(DomainName),
+    /// An operator's start or stop, answered to its request when done.
+    Operator(RequestId),
     /// Undo of a half-done start; the result only matters to the log.
     Cleanup,
 }
@@ -276,6 +278,8 @@ impl Core {
                 self.arbiter_out(now, outs, &mut out);
             }
             Input::OperatorMigrate { request, domain } => self.operator_migrate(request, domain, &mut out)?,
+            Input::OperatorStart { request, domain } => self.operator_start(request, domain, &mut out)?,
+            Input::OperatorStop { request, domain, force } => self.operator_stop(request, domain, force, &mut out)?,
             Input::OperatorStandby { on } => {
                 self.standby = on;
                 if on {
@@ -451,6 +455,7 @@ impl Core {
                 }
                 out.push(Action::Event(Event::MigrationFinished { domain: d, result }));
             }
+            Owner::Operator(request) => out.push(Action::Answer { request, result }),
             Owner::Cleanup => {}
         }
         Ok(())
@@ -493,6 +498,64 @@ impl Core {
         let action = self.action(Owner::Migrate(domain.clone()));
         self.migrating.insert(domain.clone(), request);
         out.push(Action::MigrateDomain { action, domain });
+        Ok(())
+    }
+
+    /// The same checks as a hook's `prepare begin`, before asking the hypervisor
+    /// (whose hook then checks again and promotes).
+    fn operator_start(
+        &mut self,
+        request: RequestId,
+        domain: DomainName,
+        out: &mut Vec<Action>,
+    ) -> Result<(), CoreError> {
+        self.check_request(request)?;
+        let d = self
+            .domains
+            .get(&domain)
+            .ok_or_else(|| CoreError::UnknownDomain(domain.clone()))?;
+        let refusal = if d.run != DomainRun::Stopped {
+            Some(format!("{domain} already runs here"))
+        } else if self.window_for(&domain).is_some() {
+            Some(format!("{domain} is in a migration"))
+        } else {
+            let resources = d.resources.clone();
+            self.start_refusal(&domain, &resources)
+        };
+        if let Some(reason) = refusal {
+            out.push(Action::Answer {
+                request,
+                result: Err(format!("tandem refuses to start {domain}: {reason}")),
+            });
+            out.push(Action::Event(Event::Refused { domain, reason }));
+            return Ok(());
+        }
+        let action = self.action(Owner::Operator(request));
+        out.push(Action::StartDomain { action, domain });
+        Ok(())
+    }
+
+    fn operator_stop(
+        &mut self,
+        request: RequestId,
+        domain: DomainName,
+        force: bool,
+        out: &mut Vec<Action>,
+    ) -> Result<(), CoreError> {
+        self.check_request(request)?;
+        let d = self
+            .domains
+            .get(&domain)
+            .ok_or_else(|| CoreError::UnknownDomain(domain.clone()))?;
+        if d.run == DomainRun::Stopped {
+            out.push(Action::Answer {
+                request,
+                result: Err(format!("tandem cannot stop {domain}: it does not run on this host")),
+            });
+            return Ok(());
+        }
+        let action = self.action(Owner::Operator(request));
+        out.push(Action::StopDomain { action, domain, force });
         Ok(())
     }
 

@@ -253,3 +253,82 @@ fn start_is_refused_while_the_peer_is_unknown() {
     assert!(refusal.is_some_and(|e| e.contains("wait-for-all")));
     assert!(!out.iter().any(|a| matches!(a, Action::Drbd { .. })));
 }
+
+#[test]
+fn operator_start_and_stop() {
+    let mut c = core();
+    refused(
+        &mut c,
+        Input::OperatorStart {
+            request: RequestId(7),
+            domain: "vm9".into(),
+        },
+        |e| matches!(e, CoreError::UnknownDomain(_)),
+    );
+    // vm0 does not run here: a stop is answered with the reason, nothing else.
+    let out = c
+        .handle(
+            Millis(6),
+            Input::OperatorStop {
+                request: RequestId(8),
+                domain: "vm0".into(),
+                force: true,
+            },
+        )
+        .unwrap();
+    assert!(
+        matches!(&out[..], [Action::Answer { request: RequestId(8), result: Err(e) }] if e.contains("does not run on this host")),
+        "{out:?}"
+    );
+    // The peer is online (one heartbeat) and holds nothing, r0 is UpToDate: a
+    // start goes to the hypervisor, and its result answers the request.
+    c.handle(
+        Millis(6),
+        Input::ResourceObserved {
+            resource: "r0".into(),
+            observation: ResourceObservation {
+                role: Role::Secondary,
+                disk: DiskState::UpToDate,
+                connected: true,
+                peer_role: Role::Secondary,
+                peer_disk: DiskState::UpToDate,
+            },
+        },
+    )
+    .unwrap();
+    let out = c
+        .handle(
+            Millis(7),
+            Input::OperatorStart {
+                request: RequestId(9),
+                domain: "vm0".into(),
+            },
+        )
+        .unwrap();
+    let action = match &out[..] {
+        [Action::StartDomain { action, domain }] if domain.0 == "vm0" => *action,
+        other => panic!("expected a start, got {other:?}"),
+    };
+    refused(
+        &mut c,
+        Input::OperatorStart {
+            request: RequestId(9),
+            domain: "vm0".into(),
+        },
+        |e| matches!(e, CoreError::DuplicateRequest(RequestId(9))),
+    );
+    let out = c
+        .handle(
+            Millis(8),
+            Input::ActionDone {
+                action,
+                result: Err("cannot start domain \"vm0\": no memory".into()),
+            },
+        )
+        .unwrap();
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Answer { request: RequestId(9), result: Err(e) } if e.contains("no memory"))),
+        "{out:?}"
+    );
+}

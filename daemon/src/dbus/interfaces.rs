@@ -73,9 +73,22 @@ impl Shared {
     }
 
     pub(crate) async fn migrate(&self, domain: &str) -> Result<(), Error> {
+        self.domain_call(domain, |domain| Call::Migrate { domain }).await
+    }
+
+    pub(crate) async fn start(&self, domain: &str) -> Result<(), Error> {
+        self.domain_call(domain, |domain| Call::Start { domain }).await
+    }
+
+    pub(crate) async fn stop(&self, domain: &str, force: bool) -> Result<(), Error> {
+        self.domain_call(domain, |domain| Call::Stop { domain, force }).await
+    }
+
+    /// An operator's call about one domain, answered when the core is done with it.
+    async fn domain_call(&self, domain: &str, call: impl FnOnce(DomainName) -> Call) -> Result<(), Error> {
         tandem_api::validate_domain(domain).map_err(|e| Error::InvalidArgs(e.to_string()))?;
         let domain = DomainName(domain.to_owned());
-        match self.ask(Call::Migrate { domain: domain.clone() }).await? {
+        match self.ask(call(domain.clone())).await? {
             // The core's own words for this refusal, compared whole: the one case
             // that is "no such domain" rather than "not now".
             Reply::Done(Err(e)) if e == CoreError::UnknownDomain(domain.clone()).to_string() => {
@@ -104,6 +117,14 @@ pub(crate) struct Cluster {
 impl Cluster {
     async fn migrate(&self, domain: &str) -> Result<(), Error> {
         self.shared.migrate(domain).await
+    }
+
+    async fn start(&self, domain: &str) -> Result<(), Error> {
+        self.shared.start(domain).await
+    }
+
+    async fn stop(&self, domain: &str, force: bool) -> Result<(), Error> {
+        self.shared.stop(domain, force).await
     }
 
     async fn standby(&self, on: bool) -> Result<(), Error> {
@@ -243,6 +264,14 @@ pub(crate) struct DomainObject {
 impl DomainObject {
     async fn migrate(&self) -> Result<(), Error> {
         self.shared.migrate(&self.name).await
+    }
+
+    async fn start(&self) -> Result<(), Error> {
+        self.shared.start(&self.name).await
+    }
+
+    async fn stop(&self, force: bool) -> Result<(), Error> {
+        self.shared.stop(&self.name, force).await
     }
 
     #[zbus(property(emits_changed_signal = "const"))]

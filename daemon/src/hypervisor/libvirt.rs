@@ -196,6 +196,22 @@ impl Hypervisor for Libvirt {
         })
     }
 
+    fn stop(&self, domain: &DomainName, force: bool) -> Result<(), HypervisorError> {
+        let dom = self.lookup(domain)?;
+        if dom.info().is_ok_and(|i| run_of(i.state) == DomainRun::Stopped) {
+            return Ok(());
+        }
+        let done = if force {
+            dom.destroy()
+        } else {
+            dom.shutdown().map(|_| ())
+        };
+        done.map_err(|e| HypervisorError::Stop {
+            domain: domain.clone(),
+            message: e.message().to_owned(),
+        })
+    }
+
     fn migrate(&self, domain: &DomainName) -> Result<(), HypervisorError> {
         let Some(peer) = &self.peer else {
             return Err(HypervisorError::MigrationNotConfigured);

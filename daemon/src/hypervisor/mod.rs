@@ -36,6 +36,8 @@ pub enum HypervisorError {
     },
     #[error("cannot start domain \"{domain}\": {message}")]
     Start { domain: DomainName, message: String },
+    #[error("cannot stop domain \"{domain}\": {message}")]
+    Stop { domain: DomainName, message: String },
     #[error("live migration by tandem needs the peer's libvirt URI ([node.PEER] libvirt_uri)")]
     MigrationNotConfigured,
     #[error("cannot migrate domain \"{domain}\" to {peer}: {message}")]
@@ -56,6 +58,7 @@ impl HypervisorError {
             HypervisorError::List { code, .. } => format!("list/{code}"),
             HypervisorError::Domain { code, .. } => format!("domain/{code}"),
             HypervisorError::Start { .. } => "start".into(),
+            HypervisorError::Stop { .. } => "stop".into(),
             HypervisorError::MigrationNotConfigured => "migration-not-configured".into(),
             HypervisorError::Migrate { .. } => "migrate".into(),
         }
@@ -72,4 +75,7 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug + 'static {
     fn start(&self, domain: &DomainName) -> Result<(), HypervisorError>;
     /// Live-migrates a domain that runs here to the peer.
     fn migrate(&self, domain: &DomainName) -> Result<(), HypervisorError>;
+    /// Stops a running domain: `force` at once (`virsh destroy`), else asks the
+    /// guest to shut down and returns (`virsh shutdown`). A stopped one is success.
+    fn stop(&self, domain: &DomainName, force: bool) -> Result<(), HypervisorError>;
 }

@@ -67,6 +67,14 @@ impl Drivers {
         self.hypervisor_action(action, domain, "migrate", |hv, d| hv.migrate(d));
     }
 
+    pub fn stop_domain(&self, action: ActionId, domain: DomainName, force: bool) {
+        if force {
+            self.hypervisor_action(action, domain, "destroy", |hv, d| hv.stop(d, true));
+        } else {
+            self.hypervisor_action(action, domain, "shutdown", |hv, d| hv.stop(d, false));
+        }
+    }
+
     /// Runs a blocking hypervisor call off the runtime's threads and answers
     /// the core with its result.
     fn hypervisor_action(

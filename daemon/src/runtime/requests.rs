@@ -29,6 +29,10 @@ pub enum Call {
     FencePeer { resource: ResourceName },
     /// Operator: live-migrate a domain to the peer.
     Migrate { domain: DomainName },
+    /// Operator: start a domain here.
+    Start { domain: DomainName },
+    /// Operator: stop a domain that runs here.
+    Stop { domain: DomainName, force: bool },
     /// Operator: drain this host, or end the drain.
     Standby { on: bool },
     /// Operator: fence the peer now.
@@ -142,6 +146,8 @@ impl Requests {
                 request: Some(request),
                 domain,
             },
+            Call::Start { domain } => Input::OperatorStart { request, domain },
+            Call::Stop { domain, force } => Input::OperatorStop { request, domain, force },
             Call::Standby { on } => return (Input::OperatorStandby { on }, Some(req.reply)),
             Call::FencePeerNow => return (Input::OperatorFence, Some(req.reply)),
         };
@@ -158,7 +164,9 @@ impl Requests {
             | Input::FencePeer { request, .. } => *request,
             Input::OperatorMigrate {
                 request: Some(request), ..
-            } => *request,
+            }
+            | Input::OperatorStart { request, .. }
+            | Input::OperatorStop { request, .. } => *request,
             _ => return,
         };
         if let Some(reply) = self.waiting.remove(&id) {
