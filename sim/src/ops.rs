@@ -107,6 +107,8 @@ impl World {
                 }
                 self.feed(h, Input::ActionDone { action, result: Ok(()) });
             }
+            // The simulated hosts share their domain definitions already.
+            Action::DefineDomain { .. } => {}
             Action::MigrateDomain { action, domain } => {
                 if let Some(d) = self.domain_names.iter().position(|n| *n == domain) {
                     self.virsh_migrate(d, Some((h, boot, action)));

@@ -27,6 +27,9 @@ pub enum Input {
         domain: DomainName,
         resources: Vec<ResourceName>,
     },
+    /// The persistent definition of a domain `DomainDefined` told of, new or
+    /// changed: to be defined on the peer as well.
+    DomainDefinition { domain: DomainName, xml: String },
     /// Hook, migration destination, `migrate begin`: prepare an incoming migration.
     PrepareIncoming {
         request: RequestId,
@@ -159,6 +162,12 @@ pub enum Action {
         action: ActionId,
         domain: DomainName,
         force: bool,
+    },
+    /// Define (or redefine) a domain from the peer's definition; the driver logs
+    /// the outcome, nothing waits for it.
+    DefineDomain {
+        domain: DomainName,
+        xml: String,
     },
     /// Write this state so a restarted daemon finds its open windows.
     Persist(Persisted),

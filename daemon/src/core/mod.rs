@@ -117,6 +117,9 @@ pub struct Core {
     takeovers: BTreeMap<DomainName, Takeover>,
     /// Migrations started by tandem, with the operator's request waiting for each.
     migrating: BTreeMap<DomainName, Option<RequestId>>,
+    /// The latest local definition of each DRBD-backed domain, sent to the peer
+    /// when it changes and again whenever the peer comes online.
+    definitions: BTreeMap<DomainName, String>,
     /// Domains migrated to the peer since its last heartbeat.
     handed_over: BTreeSet<DomainName>,
     peer_msg: Option<(u64, u64)>,
@@ -148,6 +151,7 @@ impl Core {
             fence_peer: BTreeMap::new(),
             takeovers: BTreeMap::new(),
             migrating: BTreeMap::new(),
+            definitions: BTreeMap::new(),
             handed_over: BTreeSet::new(),
             peer_msg: None,
             standby: false,
@@ -253,6 +257,21 @@ impl Core {
                 self.check_resources(&domain, &resources)?;
                 self.define(&domain, &resources);
             }
+            Input::DomainDefinition { domain, xml } => {
+                if !self.domains.contains_key(&domain) {
+                    return Err(CoreError::UnknownDomain(domain));
+                }
+                if self.definitions.get(&domain) != Some(&xml) {
+                    if self.membership.state() == PeerState::Online {
+                        let msg = self.send(PeerBody::Definition {
+                            domain: domain.clone(),
+                            xml: xml.clone(),
+                        });
+                        out.push(msg);
+                    }
+                    self.definitions.insert(domain, xml);
+                }
+            }
             Input::PrepareIncoming {
                 request,
                 domain,
@@ -318,6 +337,12 @@ impl Core {
         match change {
             MembershipChange::PeerOnline { rejoined_after_fence } => {
                 out.push(Action::Event(Event::PeerOnline { rejoined_after_fence }));
+                let defs: Vec<(DomainName, String)> =
+                    self.definitions.iter().map(|(d, x)| (d.clone(), x.clone())).collect();
+                for (domain, xml) in defs {
+                    let msg = self.send(PeerBody::Definition { domain, xml });
+                    out.push(msg);
+                }
                 if let Some(a) = self.arbiter.peer_online() {
                     self.arbiter_out(now, vec![a], out);
                 }
@@ -372,7 +397,7 @@ impl Core {
         }
         // Validate the body before the sequence number is consumed.
         match &msg.body {
-            PeerBody::EnterDual { .. } | PeerBody::Outdate { .. } => {}
+            PeerBody::EnterDual { .. } | PeerBody::Outdate { .. } | PeerBody::Definition { .. } => {}
             PeerBody::EnterDualAnswer { window, .. } | PeerBody::LeaveDual { window } => {
                 if !self.windows.contains_key(window) {
                     return Err(CoreError::UnknownWindow(*window));
@@ -400,6 +425,13 @@ impl Core {
             PeerBody::LeaveDual { window } => self.close_window(window, false, "the peer closed it".into(), None, out),
             PeerBody::Outdate { token, resource } => self.peer_outdate(token, resource, out),
             PeerBody::OutdateAnswer { token, result, .. } => self.outdate_answer(token, result, out),
+            PeerBody::Definition { domain, xml } => {
+                // Where a domain runs, its own definition is the one that counts:
+                // the peer's copy may be older.
+                if self.local_run(&domain) == DomainRun::Stopped && self.definitions.get(&domain) != Some(&xml) {
+                    out.push(Action::DefineDomain { domain, xml });
+                }
+            }
         }
         Ok(())
     }

@@ -73,6 +73,10 @@ pub enum PeerBody {
     LeaveDual { window: WindowId },
     /// DRBD's fence-peer handler on the sender: replication broke, outdate your disk.
     Outdate { token: u64, resource: ResourceName },
+    /// The persistent definition (libvirt's inactive domain XML) of a domain
+    /// with DRBD disks, as the sender has it now: the receiver defines it too, so
+    /// a failover can start the domain there.
+    Definition { domain: DomainName, xml: String },
     /// Answer to `Outdate`.
     OutdateAnswer {
         token: u64,

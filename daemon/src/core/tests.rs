@@ -332,3 +332,79 @@ fn operator_start_and_stop() {
         "{out:?}"
     );
 }
+
+#[test]
+fn definitions_go_to_the_peer_and_come_from_it() {
+    let mut c = core();
+    refused(
+        &mut c,
+        Input::DomainDefinition {
+            domain: "vm9".into(),
+            xml: "<domain/>".into(),
+        },
+        |e| matches!(e, CoreError::UnknownDomain(_)),
+    );
+    // The peer is online (its heartbeat): a new definition goes to it.
+    let def = |xml: &str| Input::DomainDefinition {
+        domain: "vm0".into(),
+        xml: xml.into(),
+    };
+    let out = c.handle(Millis(6), def("<domain>v1</domain>")).unwrap();
+    let sent = |out: &[Action]| {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Send(m) => match &m.body {
+                    PeerBody::Definition { domain, xml } => Some((domain.0.clone(), xml.clone())),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(c.peer_state(), PeerState::Online);
+    assert_eq!(sent(&out), vec![("vm0".to_string(), "<domain>v1</domain>".to_string())]);
+    // The same definition again: nothing new to say.
+    let out = c.handle(Millis(7), def("<domain>v1</domain>")).unwrap();
+    assert!(sent(&out).is_empty(), "{out:?}");
+    // The peer's definition of a domain that does not run here is defined here.
+    let out = c
+        .handle(
+            Millis(8),
+            peer(
+                1,
+                PeerBody::Definition {
+                    domain: "vm0".into(),
+                    xml: "<domain>v2</domain>".into(),
+                },
+            ),
+        )
+        .unwrap();
+    assert!(
+        out.iter().any(
+            |a| matches!(a, Action::DefineDomain { domain, xml } if domain.0 == "vm0" && xml == "<domain>v2</domain>")
+        ),
+        "{out:?}"
+    );
+    // Not while it runs here: the running host's definition counts.
+    c.handle(
+        Millis(9),
+        Input::DomainObserved {
+            domain: "vm0".into(),
+            run: DomainRun::Running,
+        },
+    )
+    .unwrap();
+    let out = c
+        .handle(
+            Millis(10),
+            peer(
+                2,
+                PeerBody::Definition {
+                    domain: "vm0".into(),
+                    xml: "<domain>v3</domain>".into(),
+                },
+            ),
+        )
+        .unwrap();
+    assert!(!out.iter().any(|a| matches!(a, Action::DefineDomain { .. })), "{out:?}");
+}

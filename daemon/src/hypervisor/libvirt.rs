@@ -7,7 +7,7 @@ use virt::connect::Connect;
 use virt::domain::{Domain, DomainState, DomainStateEnum};
 use virt::enumutil::Enum;
 use virt::error::{Error as VirtError, ErrorNumber};
-use virt::sys::VIR_MIGRATE_LIVE;
+use virt::sys::{VIR_DOMAIN_XML_INACTIVE, VIR_DOMAIN_XML_SECURE, VIR_MIGRATE_LIVE};
 
 /// A libvirt connection that is opened on first use and reopened when it died
 /// (libvirtd restarted, or was not up yet when tandemd started): the daemon must
@@ -210,6 +210,32 @@ impl Hypervisor for Libvirt {
             domain: domain.clone(),
             message: e.message().to_owned(),
         })
+    }
+
+    fn definition(&self, domain: &DomainName) -> Result<Option<String>, HypervisorError> {
+        let dom = self.lookup(domain)?;
+        if !dom.is_persistent().map_err(|e| domain_error(domain, &e))? {
+            return Ok(None);
+        }
+        dom.xml_desc(VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE)
+            .map(Some)
+            .map_err(|e| domain_error(domain, &e))
+    }
+
+    fn define(&self, domain: &DomainName, xml: &str) -> Result<(), HypervisorError> {
+        let failed = |message: String| HypervisorError::Define {
+            domain: domain.clone(),
+            message,
+        };
+        match tandem_hooks::parse_domain_xml(xml) {
+            Ok(info) if info.name.as_deref() == Some(domain.0.as_str()) => {}
+            Ok(info) => return Err(failed(format!("the definition names domain {:?}", info.name))),
+            Err(e) => return Err(failed(format!("the definition is not domain XML: {e}"))),
+        }
+        let conn = self.conn()?;
+        conn.define_domain_xml(xml)
+            .map(|_| ())
+            .map_err(|e| failed(e.message().to_owned()))
     }
 
     fn migrate(&self, domain: &DomainName) -> Result<(), HypervisorError> {

@@ -38,6 +38,8 @@ pub enum HypervisorError {
     Start { domain: DomainName, message: String },
     #[error("cannot stop domain \"{domain}\": {message}")]
     Stop { domain: DomainName, message: String },
+    #[error("cannot define domain \"{domain}\": {message}")]
+    Define { domain: DomainName, message: String },
     #[error("live migration by tandem needs the peer's libvirt URI ([node.PEER] libvirt_uri)")]
     MigrationNotConfigured,
     #[error("cannot migrate domain \"{domain}\" to {peer}: {message}")]
@@ -59,6 +61,7 @@ impl HypervisorError {
             HypervisorError::Domain { code, .. } => format!("domain/{code}"),
             HypervisorError::Start { .. } => "start".into(),
             HypervisorError::Stop { .. } => "stop".into(),
+            HypervisorError::Define { .. } => "define".into(),
             HypervisorError::MigrationNotConfigured => "migration-not-configured".into(),
             HypervisorError::Migrate { .. } => "migrate".into(),
         }
@@ -78,4 +81,10 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug + 'static {
     /// Stops a running domain: `force` at once (`virsh destroy`), else asks the
     /// guest to shut down and returns (`virsh shutdown`). A stopped one is success.
     fn stop(&self, domain: &DomainName, force: bool) -> Result<(), HypervisorError>;
+    /// The domain's persistent definition (inactive XML); `None` for a
+    /// transient domain, which has none to share.
+    fn definition(&self, domain: &DomainName) -> Result<Option<String>, HypervisorError>;
+    /// Defines a domain from `xml`, or replaces the definition of the domain of
+    /// that name; it must name `domain`.
+    fn define(&self, domain: &DomainName, xml: &str) -> Result<(), HypervisorError>;
 }

@@ -26,6 +26,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+/// The largest definition copied to the peer: one control-channel frame holds
+/// 64 KiB, and real domain XML is a few KiB.
+pub const MAX_DEFINITION: usize = 32 * 1024;
+
 /// What the watcher needs besides the hypervisor.
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
@@ -102,6 +106,8 @@ struct Tracker {
     defined: BTreeMap<DomainName, Vec<ResourceName>>,
     /// The state last reported to the core.
     told: BTreeMap<DomainName, DomainRun>,
+    /// The persistent definition last reported to the core.
+    definitions: BTreeMap<DomainName, String>,
     /// Listed domains whose XML could not be read: read again next poll.
     xml_pending: BTreeSet<DomainName>,
     /// Per-domain warnings already given, so a bad domain warns once.
@@ -117,6 +123,7 @@ impl Tracker {
             runs: BTreeMap::new(),
             defined: BTreeMap::new(),
             told: BTreeMap::new(),
+            definitions: BTreeMap::new(),
             xml_pending: BTreeSet::new(),
             warned: BTreeSet::new(),
         }
@@ -160,6 +167,33 @@ impl Tracker {
         }
     }
 
+    /// Reports `domain`'s persistent definition when it is new or changed, for
+    /// the peer (a failover starts the domain from it).
+    fn definition(&mut self, hv: &dyn Hypervisor, domain: &DomainName, out: &mut Vec<Input>) {
+        match hv.definition(domain) {
+            Ok(Some(xml)) if xml.len() > MAX_DEFINITION => self.warn_once(
+                domain,
+                format!(
+                    "its definition ({} bytes) is larger than the {MAX_DEFINITION} bytes tandem copies to the peer; \
+                     define it on the peer by hand",
+                    xml.len()
+                ),
+            ),
+            Ok(Some(xml)) => {
+                if self.definitions.get(domain) != Some(&xml) {
+                    self.definitions.insert(domain.clone(), xml.clone());
+                    out.push(Input::DomainDefinition {
+                        domain: domain.clone(),
+                        xml,
+                    });
+                }
+            }
+            // Transient: nothing to copy.
+            Ok(None) => {}
+            Err(e) => self.warn_once(domain, e.to_string()),
+        }
+    }
+
     /// One poll: the inputs for the core, in the order they must be handled.
     fn poll(&mut self, hv: &dyn Hypervisor) -> Result<Vec<Input>, HypervisorError> {
         let list = hv.domains()?;
@@ -187,12 +221,16 @@ impl Tracker {
                                 // business, unless it had some before: then the
                                 // core must learn they are gone.
                                 let known = self.defined.get(&domain);
+                                let drbd_backed = !res.is_empty();
                                 if known != Some(&res) && (!res.is_empty() || known.is_some()) {
                                     out.push(Input::DomainDefined {
                                         domain: domain.clone(),
                                         resources: res.clone(),
                                     });
                                     self.defined.insert(domain.clone(), res);
+                                }
+                                if drbd_backed {
+                                    self.definition(hv, &domain, &mut out);
                                 }
                             }
                             XmlResources::Unusable(reason) => self.warn_once(&domain, reason),
