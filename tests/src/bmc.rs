@@ -193,6 +193,20 @@ impl Bmc {
     }
 
     /// Makes `pid` the process a power off kills (None: nothing), and powers on.
+    /// Makes power off end a whole host: every process in network namespace
+    /// `ns` except BMCs, then `on_power_off` (a shell script body) if given.
+    pub fn set_target_host(&self, ns: &str, on_power_off: Option<&str>) -> Result<()> {
+        let node = self.node_dir();
+        write_file(&node.join("netns"), &format!("{ns}\n"))?;
+        if let Some(body) = on_power_off {
+            let path = node.join("on-power-off");
+            write_file(&path, &format!("#!/bin/sh\n{body}\n"))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
+        write_file(&node.join("power"), "1\n")
+    }
+
     pub fn set_target(&self, pid: Option<u32>) -> Result<()> {
         let node = self.node_dir();
         write_file(&node.join("pid"), &pid.map(|p| format!("{p}\n")).unwrap_or_default())?;

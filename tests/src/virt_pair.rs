@@ -41,6 +41,10 @@ pub struct VirtSetup {
     /// the other host's namespace; its power off kills the host's tandemd);
     /// `None`: no fence devices.
     pub fence: Option<FenceSetup>,
+    /// With `fence`: a BMC's power off ends the whole host (every process in
+    /// its namespace: tandemd, libvirtd, QEMU) and breaks the DRBD replication
+    /// link; otherwise it kills only the host's tandemd.
+    pub power_kills_host: bool,
 }
 
 impl Default for VirtSetup {
@@ -50,6 +54,7 @@ impl Default for VirtSetup {
             timing_extra: Vec::new(),
             drbd_init: vec!["--fencing".into(), "resource-and-stonith".into()],
             fence: None,
+            power_kills_host: false,
         }
     }
 }
@@ -228,7 +233,17 @@ impl VirtPair {
                     &dir.join(format!("bmc-{node}")),
                 )
                 .with_context(|| format!("starting {node}'s BMC"))?;
-                b.set_target(Some(pair.daemon(node).pid()))?;
+                if setup.power_kills_host {
+                    let net_cut = format!(
+                        "TANDEM_DRBD_STATE={} {} node-down {RESOURCE} --node {}",
+                        drbd.state_dir().display(),
+                        workspace_bin("tandem-drbd-standin")?.display(),
+                        node.index()
+                    );
+                    b.set_target_host(pair.lab().ns(node).name(), Some(&net_cut))?;
+                } else {
+                    b.set_target(Some(pair.daemon(node).pid()))?;
+                }
                 bmcs.push(b);
             }
         }

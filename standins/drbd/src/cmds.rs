@@ -180,6 +180,29 @@ pub fn net_cut(dir: &Path, name: &str, wait: bool) -> Result<(), CmdError> {
     Ok(())
 }
 
+/// `node-down R --node N`: host N loses power. The replication link breaks as
+/// with `net-cut`, but N's DRBD goes with its kernel: no handler runs there, its
+/// I/O and holders are gone, and it would come back Secondary after a reboot.
+/// The surviving Primary (if any) runs its handler as usual.
+pub fn node_down(dir: &Path, name: &str, node: usize) -> Result<(), CmdError> {
+    let fence = with_lock(dir, node, name, "node-down", |l| {
+        let r = l.state.resources.get_mut(name).ok_or_else(|| Refused::failure(158))?;
+        r.link_up = false;
+        let mut fence = rules::lose_connection(l, name, Loss::Cut)?;
+        fence.retain(|(n, _)| *n != node);
+        let r = l.state.resources.get_mut(name).ok_or_else(|| Refused::failure(158))?;
+        let n = &mut r.nodes[node];
+        n.role = "Secondary".into();
+        n.suspended_fencing = false;
+        n.holders.clear();
+        n.cstate = "StandAlone".into();
+        l.record(name, Some(node), "node-down", json!({}));
+        note_calls(l, name, &fence);
+        Ok(fence)
+    })?;
+    start_handlers(dir, name, &fence)
+}
+
 fn note_calls(l: &mut Locked, name: &str, fence: &[(usize, u64)]) {
     for (node, _) in fence {
         l.state.helper(*node, name, "fence-peer", None);

@@ -1,0 +1,79 @@
+//! A host loses power: its BMC (ipmi_sim) ends every process of the host
+//! (tandemd, libvirtd, QEMU) and its DRBD replication link breaks; the survivor
+//! fences it through that BMC and starts its domains from their synced
+//! definitions. Two real libvirtd with QEMU (tests/src/virt_pair.rs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+use tandem_tests::bmc;
+use tandem_tests::fenced::BMC_PORTS;
+use tandem_tests::libvirt::{domain_xml, uuid_v4};
+use tandem_tests::virt_pair::RESOURCE_PATH;
+use tandem_tests::{wait_for, FenceSetup, Node, VirtPair, VirtSetup};
+
+#[test]
+fn a_host_powered_off_is_fenced_and_its_domain_runs_on_the_survivor() {
+    let setup = VirtSetup {
+        fence: Some(FenceSetup::default()),
+        power_kills_host: true,
+        ..VirtSetup::default()
+    };
+    let rig = VirtPair::start_healthy(setup).expect("rig");
+    // Defined on beta only: tandem copies the definition to alpha.
+    rig.host(Node::Beta)
+        .define(&domain_xml("vm1", &uuid_v4(), &[RESOURCE_PATH]))
+        .unwrap();
+    let synced = wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        rig.host(Node::Alpha).domstate("vm1").ok().flatten().is_some()
+    });
+    assert!(synced.is_ok(), "vm1's definition never reached alpha\n{}", rig.report());
+    rig.host(Node::Beta).virsh_ok(&["start", "vm1"]).unwrap();
+    let beta_qemu = rig.host(Node::Beta).qemu_pid("vm1").expect("beta's qemu");
+    // Let a heartbeat carry "vm1 runs on beta" to alpha.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // beta's power goes, through its BMC, as an operator's ipmitool would do it.
+    let cut = Instant::now();
+    let out = rig
+        .pair()
+        .lab()
+        .ns(Node::Alpha)
+        .command("ipmitool")
+        .args([
+            "-I",
+            "lanplus",
+            "-C",
+            "3",
+            "-H",
+            bmc::ADDRESS,
+            "-p",
+            &BMC_PORTS[1].to_string(),
+        ])
+        .args(["-U", bmc::USER, "-P", bmc::PASSWORD, "chassis", "power", "off"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ipmitool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        bmc::process_gone(beta_qemu as u32),
+        "beta's qemu survived the power off"
+    );
+
+    let back = wait_for(Duration::from_secs(30), Duration::from_millis(20), || {
+        rig.host(Node::Alpha).domstate("vm1").ok().flatten().as_deref() == Some("running")
+    });
+    assert!(back.is_ok(), "vm1 does not run on alpha\n{}", rig.report());
+    eprintln!("power off -> vm1 running on alpha: {} ms", cut.elapsed().as_millis());
+    assert_eq!(rig.role(Node::Alpha).unwrap(), "Primary");
+    // alpha fenced beta (its BMC said off) before it took over.
+    let fenced = rig.bmc(Node::Beta).unwrap().log();
+    assert!(
+        fenced.lines().filter(|l| l.contains("set power 0")).count() >= 1,
+        "{fenced}"
+    );
+    rig.check_drbd().unwrap();
+}
