@@ -45,6 +45,9 @@ pub struct VirtSetup {
     /// its namespace: tandemd, libvirtd, QEMU) and breaks the DRBD replication
     /// link; otherwise it kills only the host's tandemd.
     pub power_kills_host: bool,
+    /// More resources besides `r0`: `r1`, `r2`, ... (minors 1, 2, ...), each
+    /// with its own loop device.
+    pub extra_resources: usize,
 }
 
 impl Default for VirtSetup {
@@ -55,6 +58,7 @@ impl Default for VirtSetup {
             drbd_init: vec!["--fencing".into(), "resource-and-stonith".into()],
             fence: None,
             power_kills_host: false,
+            extra_resources: 0,
         }
     }
 }
@@ -125,14 +129,18 @@ pub struct VirtPair {
     pair: Pair,
     buses: [SystemBus; 2],
     drbd: DrbdStandin,
-    disk: LoopDevice,
+    disks: Vec<LoopDevice>,
 }
 
 impl VirtPair {
     pub fn start(setup: VirtSetup) -> Result<VirtPair> {
         let prepared = Pair::prepare(setup.timing)?;
         let dir = prepared.dir().to_owned();
-        let disk = LoopDevice::new(&dir.join("r0.img"), 64)?;
+        let resources: Vec<String> = (0..=setup.extra_resources).map(|i| format!("r{i}")).collect();
+        let disks = resources
+            .iter()
+            .map(|r| LoopDevice::new(&dir.join(format!("{r}.img")), 64))
+            .collect::<Result<Vec<_>>>()?;
         let buses = [
             SystemBus::start(&dir.join("alpha/dbus"))?,
             SystemBus::start(&dir.join("beta/dbus"))?,
@@ -151,24 +159,29 @@ impl VirtPair {
             Lab2::addr(Node::Alpha, 0)?,
             Lab2::addr(Node::Beta, 0)?
         );
-        let mut init: Vec<String> = [
-            "init",
-            "--resource",
-            RESOURCE,
-            "--hosts",
-            "alpha,beta",
-            "--addresses",
-            &addresses,
-            "--fence-peer-0",
-            &fence_peer(Node::Alpha),
-            "--fence-peer-1",
-            &fence_peer(Node::Beta),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        init.extend(setup.drbd_init.iter().cloned());
-        drbd.run(&init.iter().map(String::as_str).collect::<Vec<_>>())?;
+        for (minor, r) in resources.iter().enumerate() {
+            let minor = minor.to_string();
+            let mut init: Vec<String> = [
+                "init",
+                "--resource",
+                r,
+                "--minor",
+                &minor,
+                "--hosts",
+                "alpha,beta",
+                "--addresses",
+                &addresses,
+                "--fence-peer-0",
+                &fence_peer(Node::Alpha),
+                "--fence-peer-1",
+                &fence_peer(Node::Beta),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            init.extend(setup.drbd_init.iter().cloned());
+            drbd.run(&init.iter().map(String::as_str).collect::<Vec<_>>())?;
+        }
 
         let hook = workspace_bin("tandem-libvirt-hook")?;
         let start_host = |node: Node| {
@@ -179,7 +192,11 @@ impl VirtPair {
                     hostname: node.name(),
                     hook: Some(&hook),
                     dbus_dir: buses[node.index()].dir(),
-                    drbd_links: vec![(RESOURCE.to_owned(), disk.path().to_owned())],
+                    drbd_links: resources
+                        .iter()
+                        .zip(&disks)
+                        .map(|(r, d)| (r.clone(), d.path().to_owned()))
+                        .collect(),
                 },
             )
         };
@@ -192,6 +209,11 @@ impl VirtPair {
             Some(f) => f.config(&dir)?,
             None => ConfigExtra::default(),
         };
+        let listed = resources
+            .iter()
+            .map(|r| format!("{r:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let extra = |node: Node| -> Result<ConfigExtra> {
             let mut timing = setup.timing_extra.clone();
             timing.extend(fencing.timing.iter().cloned());
@@ -207,7 +229,7 @@ impl VirtPair {
                 node_keys,
                 fence: fencing.fence.clone(),
                 tail: Some(format!(
-                    "[drbd]\ndrbdadm = {:?}\ndrbdsetup = {:?}\nresources = [\"{RESOURCE}\"]\n\n\
+                    "[drbd]\ndrbdadm = {:?}\ndrbdsetup = {:?}\nresources = [{listed}]\n\n\
                      [hypervisor]\nkind = \"libvirt\"\nuri = {:?}\n",
                     path_str(&drbd.drbdadm())?,
                     path_str(&drbd.drbdsetup())?,
@@ -234,12 +256,19 @@ impl VirtPair {
                 )
                 .with_context(|| format!("starting {node}'s BMC"))?;
                 if setup.power_kills_host {
-                    let net_cut = format!(
-                        "TANDEM_DRBD_STATE={} {} node-down {RESOURCE} --node {}",
-                        drbd.state_dir().display(),
-                        workspace_bin("tandem-drbd-standin")?.display(),
-                        node.index()
-                    );
+                    let standin = workspace_bin("tandem-drbd-standin")?;
+                    let net_cut = resources
+                        .iter()
+                        .map(|r| {
+                            format!(
+                                "TANDEM_DRBD_STATE={} {} node-down {r} --node {}",
+                                drbd.state_dir().display(),
+                                standin.display(),
+                                node.index()
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n");
                     b.set_target_host(pair.lab().ns(node).name(), Some(&net_cut))?;
                 } else {
                     b.set_target(Some(pair.daemon(node).pid()))?;
@@ -253,7 +282,7 @@ impl VirtPair {
             pair,
             buses,
             drbd,
-            disk,
+            disks,
         })
     }
 
@@ -291,7 +320,7 @@ impl VirtPair {
 
     /// The loop device both hosts' `/dev/drbd/by-res/r0/0` lead to.
     pub fn disk(&self) -> &Path {
-        self.disk.path()
+        self.disks[0].path()
     }
 
     pub fn bus(&self, node: Node) -> &SystemBus {
