@@ -20,6 +20,7 @@
 //! run killed outright leaves namespaces behind that the next run sweeps
 //! ([`netns::sweep_leftovers`]).
 
+pub mod bench;
 pub mod bmc;
 pub mod bus;
 pub mod cmd;

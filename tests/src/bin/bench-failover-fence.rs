@@ -20,28 +20,10 @@
 use anyhow::{bail, Context, Result};
 use rand::Rng;
 use std::time::Duration;
+use tandem_tests::bench::{env_num, percentile};
 use tandem_tests::fenced::{fence_events, FENCE_KINDS};
 use tandem_tests::status::{self, unix_ms_now};
 use tandem_tests::{FenceSetup, FencedPair, Node};
-
-fn env_num(name: &str, default: u64) -> Result<u64> {
-    match std::env::var(name) {
-        Ok(s) if !s.trim().is_empty() => s
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={s:?} is not a number")),
-        _ => Ok(default),
-    }
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
 #[derive(Debug, Clone, Copy)]
 struct Run {

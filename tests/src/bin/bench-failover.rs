@@ -12,28 +12,13 @@
 //! stdout: `failover_ms_p50`, `failover_ms_max`, the breakdown's medians, and
 //! `lab_idle_rss_kb` (the larger of the two daemons) and `lab_idle_cpu_pct`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::time::{Duration, Instant};
+use tandem_tests::bench::{env_num, percentile};
 use tandem_tests::fenced::BMC_PORTS;
 use tandem_tests::libvirt::{domain_xml, uuid_v4};
 use tandem_tests::status::{self, unix_ms_now};
 use tandem_tests::{bmc, wait_for, FenceSetup, Node, VirtPair, VirtSetup};
-
-fn env_num(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(s) if !s.trim().is_empty() => s
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={s:?} is not a number")),
-        _ => Ok(default),
-    }
-}
-
-fn median(v: &[u64]) -> u64 {
-    let mut v = v.to_vec();
-    v.sort_unstable();
-    v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or(0)
-}
 
 /// (VmRSS in kB, utime+stime in clock ticks) of `pid`.
 fn usage(pid: u32) -> Result<(u64, u64)> {
@@ -59,6 +44,11 @@ struct Run {
     delay: u64,
     fence: u64,
     start: u64,
+}
+
+fn sorted(mut v: Vec<u64>) -> Vec<u64> {
+    v.sort_unstable();
+    v
 }
 
 fn one_run(measure_idle: bool, idle: &mut Option<(u64, f64)>) -> Result<Run> {
@@ -168,14 +158,20 @@ fn main() -> Result<()> {
     let max = total.iter().copied().max().unwrap_or(0);
     eprintln!(
         "failover (power off -> domain running on the survivor): median {} ms, max {max} ms",
-        median(&total)
+        percentile(&sorted(total.clone()), 50.0)
     );
-    println!("failover_ms_p50 {}", median(&total));
+    println!("failover_ms_p50 {}", percentile(&sorted(total.clone()), 50.0));
     println!("failover_ms_max {max}");
-    println!("failover_detect_ms_p50 {}", median(&col(|r| r.detect)));
-    println!("failover_fence_delay_ms_p50 {}", median(&col(|r| r.delay)));
-    println!("failover_fence_ms_p50 {}", median(&col(|r| r.fence)));
-    println!("failover_start_ms_p50 {}", median(&col(|r| r.start)));
+    println!(
+        "failover_detect_ms_p50 {}",
+        percentile(&sorted(col(|r| r.detect)), 50.0)
+    );
+    println!(
+        "failover_fence_delay_ms_p50 {}",
+        percentile(&sorted(col(|r| r.delay)), 50.0)
+    );
+    println!("failover_fence_ms_p50 {}", percentile(&sorted(col(|r| r.fence)), 50.0));
+    println!("failover_start_ms_p50 {}", percentile(&sorted(col(|r| r.start)), 50.0));
     if let Some((rss, cpu)) = idle {
         eprintln!("idle with two domains: tandemd RSS {rss} kB, CPU {cpu:.2}% (the larger of the two daemons)");
         println!("lab_idle_rss_kb {rss}");

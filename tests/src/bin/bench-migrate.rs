@@ -16,30 +16,13 @@
 //! Prints a table on stderr and `NAME VALUE` lines on stdout (p50 and p99 of
 //! the hook times, medians of the migrations, and their ratio).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use tandem_tests::bench::{env_num, percentile};
 use tandem_tests::virt_pair::workspace_bin;
 use tandem_tests::{Node, VirtPair, VirtSetup};
-
-fn env_num(name: &str, default: usize) -> Result<usize> {
-    match std::env::var(name) {
-        Ok(s) if !s.trim().is_empty() => s
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={s:?} is not a number")),
-        _ => Ok(default),
-    }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
 
 fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(f64::total_cmp);

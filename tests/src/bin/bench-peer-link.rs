@@ -20,19 +20,10 @@ use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tandem_tests::bench::{env_num, percentile};
 use tandem_tests::lab::LINKS;
 use tandem_tests::status::{self, unix_ms_now, PeerWatch};
 use tandem_tests::{cmd, Node, Pair, Timing};
-
-fn env_num(name: &str, default: u64) -> Result<u64> {
-    match std::env::var(name) {
-        Ok(s) if !s.trim().is_empty() => s
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={s:?} is not a number")),
-        _ => Ok(default),
-    }
-}
 
 /// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: u32) -> Result<u64> {
@@ -209,14 +200,6 @@ fn soak(pair: &mut Pair, secs: u64) -> Result<Soak> {
             .count(),
         samples: samples.len(),
     })
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// Reads `path` (a JSON object, if it exists), sets `updates` in it and writes
