@@ -77,3 +77,66 @@ fn a_host_powered_off_is_fenced_and_its_domain_runs_on_the_survivor() {
     );
     rig.check_drbd().unwrap();
 }
+
+#[test]
+fn a_symmetric_partition_leaves_exactly_one_host_running_domains() {
+    let setup = VirtSetup {
+        fence: Some(FenceSetup::default()),
+        power_kills_host: true,
+        extra_resources: 1,
+        ..VirtSetup::default()
+    };
+    let rig = VirtPair::start_healthy(setup).expect("rig");
+    rig.host(Node::Alpha)
+        .define(&domain_xml("web", &uuid_v4(), &["/dev/drbd/by-res/r0/0"]))
+        .unwrap();
+    rig.host(Node::Beta)
+        .define(&domain_xml("db", &uuid_v4(), &["/dev/drbd/by-res/r1/0"]))
+        .unwrap();
+    let synced = wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        rig.host(Node::Alpha).domstate("db").ok().flatten().is_some()
+            && rig.host(Node::Beta).domstate("web").ok().flatten().is_some()
+    });
+    assert!(synced.is_ok(), "definitions were not copied\n{}", rig.report());
+    rig.host(Node::Alpha).virsh_ok(&["start", "web"]).unwrap();
+    rig.host(Node::Beta).virsh_ok(&["start", "db"]).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // Both links cut both ways, and alpha's replication link with them.
+    rig.pair().lab().cut_all().unwrap();
+    rig.drbd().run(&["net-cut", "r0"]).unwrap();
+
+    // alpha is the preferred node: it fences beta at once; beta, which waits its
+    // fence delay, is powered off before it can fence alpha.
+    let back = wait_for(Duration::from_secs(30), Duration::from_millis(20), || {
+        rig.host(Node::Alpha).domstate("db").ok().flatten().as_deref() == Some("running")
+    });
+    assert!(back.is_ok(), "db does not run on alpha\n{}", rig.report());
+    assert_eq!(
+        rig.host(Node::Alpha).domstate("web").unwrap().as_deref(),
+        Some("running")
+    );
+    let beta_bmc = rig.bmc(Node::Beta).unwrap().log();
+    let alpha_bmc = rig.bmc(Node::Alpha).unwrap().log();
+    assert!(beta_bmc.contains("set power 0"), "beta was not powered off: {beta_bmc}");
+    assert!(
+        !alpha_bmc.contains("set power 0"),
+        "alpha was powered off too: {alpha_bmc}"
+    );
+    assert!(
+        tandem_tests::bmc::process_gone(rig.pair().daemon(Node::Beta).pid()),
+        "beta's tandemd still runs"
+    );
+    // Nothing of beta runs any more: its network namespace is empty but for alpha's BMC.
+    let left: Vec<i32> = rig
+        .pair()
+        .lab()
+        .ns(Node::Beta)
+        .pids()
+        .unwrap()
+        .into_iter()
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() != "ipmi_sim"))
+        .collect();
+    assert!(left.is_empty(), "processes of beta survived its power off: {left:?}");
+    rig.check_drbd().unwrap();
+}
