@@ -14,7 +14,6 @@
 mod common;
 
 use common::{backend, define_domain, xl_create, xl_teardown, Lab, Teardown};
-use serde_json::Value;
 use std::time::Duration;
 use tandem_tests::{wait_for, Node, VirtPair, VirtSetup};
 
@@ -101,15 +100,6 @@ fn xl_migrate_is_dual_primary_only_between_the_destinations_add_and_the_sources_
             .is_some_and(|e| e.pointer("/after/allow_two_primaries") == Some(&serde_json::json!([false, false])))
     });
     assert!(closed.is_ok(), "dual-primary stayed allowed\n{}", rig.report());
-    // The status file is rewritten every 200 ms.
-    let no_windows = wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
-        Node::BOTH.iter().all(|n| {
-            rig.status(*n)
-                .ok()
-                .and_then(|v| v.get("windows").and_then(Value::as_array).map(Vec::len))
-                == Some(0)
-        })
-    });
-    assert!(no_windows.is_ok(), "a migration window stayed open\n{}", rig.report());
+    rig.wait_no_windows(Duration::from_secs(5)).unwrap();
     rig.check_drbd().unwrap();
 }

@@ -129,7 +129,8 @@ pub struct VirtPair {
     pair: Pair,
     buses: [SystemBus; 2],
     drbd: DrbdStandin,
-    disks: Vec<LoopDevice>,
+    /// The resources' loop devices, detached on drop.
+    _disks: Vec<LoopDevice>,
 }
 
 impl VirtPair {
@@ -282,7 +283,7 @@ impl VirtPair {
             pair,
             buses,
             drbd,
-            disks,
+            _disks: disks,
         })
     }
 
@@ -318,11 +319,6 @@ impl VirtPair {
         &self.drbd
     }
 
-    /// The loop device both hosts' `/dev/drbd/by-res/r0/0` lead to.
-    pub fn disk(&self) -> &Path {
-        self.disks[0].path()
-    }
-
     pub fn bus(&self, node: Node) -> &SystemBus {
         &self.buses[node.index()]
     }
@@ -336,6 +332,69 @@ impl VirtPair {
         let xml = crate::libvirt::domain_xml(domain, &crate::libvirt::uuid_v4(), &[RESOURCE_PATH]);
         for h in &self.hosts {
             h.define(&xml)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a fresh rig, defines `domain` on both hosts and starts it on
+    /// `node` through virsh (and so through the hook), which must promote r0.
+    pub fn with_domain_running(setup: VirtSetup, domain: &str, node: Node) -> Result<VirtPair> {
+        let rig = VirtPair::start_healthy(setup)?;
+        rig.define_everywhere(domain)?;
+        rig.host(node).virsh_ok(&["start", domain])?;
+        if rig.role(node)? != "Primary" {
+            bail!("{node} started {domain} without promoting {RESOURCE}\n{}", rig.report());
+        }
+        Ok(rig)
+    }
+
+    /// `node` loses power the way an operator would do it: `ipmitool chassis
+    /// power off` against its BMC, from the other host (needs a rig with `fence`).
+    pub fn power_off(&self, node: Node) -> Result<()> {
+        let out = self
+            .pair
+            .lab()
+            .ns(node.other())
+            .command("ipmitool")
+            .args(["-I", "lanplus", "-C", "3", "-H", crate::bmc::ADDRESS, "-p"])
+            .arg(BMC_PORTS[node.index()].to_string())
+            .args([
+                "-U",
+                crate::bmc::USER,
+                "-P",
+                crate::bmc::PASSWORD,
+                "chassis",
+                "power",
+                "off",
+            ])
+            .output()
+            .context("cannot run ipmitool (Debian: ipmitool)")?;
+        if !out.status.success() {
+            bail!(
+                "ipmitool power off of {node}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// How many migration windows `node`'s status shows open.
+    pub fn open_windows(&self, node: Node) -> Option<usize> {
+        self.status(node)
+            .ok()?
+            .get("windows")
+            .and_then(Value::as_array)
+            .map(Vec::len)
+    }
+
+    /// Waits until neither daemon shows an open window (the status file is
+    /// rewritten every 200 ms).
+    pub fn wait_no_windows(&self, timeout: Duration) -> Result<()> {
+        let closed = crate::status::wait_for(timeout, Duration::from_millis(20), || {
+            Node::BOTH.iter().all(|n| self.open_windows(*n) == Some(0))
+        });
+        if closed.is_err() {
+            bail!("a migration window stayed open\n{}", self.report());
         }
         Ok(())
     }

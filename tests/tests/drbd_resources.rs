@@ -17,18 +17,9 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_owned()
 }
 
+/// `vm1` started on alpha through virsh (and so through alpha's hook).
 fn running_on_alpha(setup: VirtSetup) -> VirtPair {
-    let rig = VirtPair::start_healthy(setup).expect("rig");
-    rig.define_everywhere(DOMAIN).unwrap();
-    let out = rig.host(Node::Alpha).virsh(&["start", DOMAIN]).unwrap();
-    assert!(
-        out.status.success(),
-        "virsh start on alpha: {}\n{}",
-        stderr(&out),
-        rig.report()
-    );
-    assert_eq!(rig.role(Node::Alpha).unwrap(), "Primary", "{}", rig.report());
-    rig
+    VirtPair::with_domain_running(setup, DOMAIN, Node::Alpha).expect("rig with vm1 on alpha")
 }
 
 /// The fence-peer handler's answers the stand-in applied, as (node, exit code).

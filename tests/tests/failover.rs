@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 use tandem_tests::bmc;
-use tandem_tests::fenced::BMC_PORTS;
 use tandem_tests::libvirt::{domain_xml, uuid_v4};
 use tandem_tests::virt_pair::RESOURCE_PATH;
 use tandem_tests::{wait_for, FenceSetup, Node, VirtPair, VirtSetup};
@@ -35,29 +34,7 @@ fn a_host_powered_off_is_fenced_and_its_domain_runs_on_the_survivor() {
 
     // beta's power goes, through its BMC, as an operator's ipmitool would do it.
     let cut = Instant::now();
-    let out = rig
-        .pair()
-        .lab()
-        .ns(Node::Alpha)
-        .command("ipmitool")
-        .args([
-            "-I",
-            "lanplus",
-            "-C",
-            "3",
-            "-H",
-            bmc::ADDRESS,
-            "-p",
-            &BMC_PORTS[1].to_string(),
-        ])
-        .args(["-U", bmc::USER, "-P", bmc::PASSWORD, "chassis", "power", "off"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ipmitool: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rig.power_off(Node::Beta).unwrap();
     assert!(
         bmc::process_gone(beta_qemu as u32),
         "beta's qemu survived the power off"

@@ -19,19 +19,9 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_owned()
 }
 
-/// Starts `vm1` on alpha through virsh (and so through alpha's hook).
+/// `vm1` started on alpha through virsh (and so through alpha's hook).
 fn running_on_alpha(setup: VirtSetup) -> VirtPair {
-    let rig = VirtPair::start_healthy(setup).expect("rig");
-    rig.define_everywhere(DOMAIN).unwrap();
-    let out = rig.host(Node::Alpha).virsh(&["start", DOMAIN]).unwrap();
-    assert!(
-        out.status.success(),
-        "virsh start on alpha: {}\n{}",
-        stderr(&out),
-        rig.report()
-    );
-    assert_eq!(rig.role(Node::Alpha).unwrap(), "Primary", "{}", rig.report());
-    rig
+    VirtPair::with_domain_running(setup, DOMAIN, Node::Alpha).expect("rig with vm1 on alpha")
 }
 
 /// The stand-in's history of `r0`: (event, node, the event's own fields).
@@ -65,18 +55,8 @@ fn role_event(e: &Value, node: Node, to: &str) -> bool {
     kind(e) == "role" && node_of(e) == Some(node.index() as u64) && e.get("to").and_then(Value::as_str) == Some(to)
 }
 
-fn windows(rig: &VirtPair, node: Node) -> usize {
-    rig.status(node)
-        .ok()
-        .and_then(|v| v.get("windows").and_then(Value::as_array).map(Vec::len))
-        .unwrap_or(usize::MAX)
-}
-
 fn wait_no_windows(rig: &VirtPair, timeout: Duration) {
-    let closed = wait_for(timeout, Duration::from_millis(50), || {
-        Node::BOTH.iter().all(|n| windows(rig, *n) == 0)
-    });
-    assert!(closed.is_ok(), "a migration window is still open\n{}", rig.report());
+    rig.wait_no_windows(timeout).unwrap();
 }
 
 fn two_primaries_allowed(rig: &VirtPair) -> Value {

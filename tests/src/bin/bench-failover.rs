@@ -15,10 +15,9 @@
 use anyhow::{bail, Result};
 use std::time::{Duration, Instant};
 use tandem_tests::bench::{env_num, percentile};
-use tandem_tests::fenced::BMC_PORTS;
 use tandem_tests::libvirt::{domain_xml, uuid_v4};
 use tandem_tests::status::{self, unix_ms_now};
-use tandem_tests::{bmc, wait_for, FenceSetup, Node, VirtPair, VirtSetup};
+use tandem_tests::{wait_for, FenceSetup, Node, VirtPair, VirtSetup};
 
 /// (VmRSS in kB, utime+stime in clock ticks) of `pid`.
 fn usage(pid: u32) -> Result<(u64, u64)> {
@@ -91,26 +90,7 @@ fn one_run(measure_idle: bool, idle: &mut Option<(u64, f64)>) -> Result<Run> {
     }
 
     let off = unix_ms_now();
-    let out = rig
-        .pair()
-        .lab()
-        .ns(Node::Alpha)
-        .command("ipmitool")
-        .args([
-            "-I",
-            "lanplus",
-            "-C",
-            "3",
-            "-H",
-            bmc::ADDRESS,
-            "-p",
-            &BMC_PORTS[1].to_string(),
-        ])
-        .args(["-U", bmc::USER, "-P", bmc::PASSWORD, "chassis", "power", "off"])
-        .output()?;
-    if !out.status.success() {
-        bail!("ipmitool: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
+    rig.power_off(Node::Beta)?;
     if wait_for(Duration::from_secs(30), Duration::from_millis(10), || {
         rig.host(Node::Alpha).domstate("db").ok().flatten().as_deref() == Some("running")
     })

@@ -88,17 +88,7 @@ fn main() -> Result<()> {
         release.push(hook(&rig, Node::Beta, &["vm1", "release", "end", "-"], &xml)?);
         // The source closes its side of the window after the destination's
         // release answered: the next round starts once both sides are closed.
-        let closed = tandem_tests::wait_for(Duration::from_secs(10), Duration::from_millis(10), || {
-            Node::BOTH.iter().all(|n| {
-                rig.status(*n)
-                    .ok()
-                    .and_then(|v| v.get("windows").and_then(|w| w.as_array()).map(Vec::is_empty))
-                    .unwrap_or(false)
-            })
-        });
-        if closed.is_err() {
-            bail!("a migration window stayed open\n{}", rig.report());
-        }
+        rig.wait_no_windows(Duration::from_secs(10))?;
     }
     rig.check_drbd()?;
 

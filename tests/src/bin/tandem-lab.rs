@@ -8,14 +8,13 @@
 //! off through its BMC and shows alpha fencing beta and starting its domain.
 //! Everything is torn down on exit, on an error and on Ctrl-C.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tandem_tests::fenced::BMC_PORTS;
 use tandem_tests::libvirt::{domain_xml, kvm_usable, uuid_v4};
 use tandem_tests::status::{self, unix_ms_now};
-use tandem_tests::{bmc, FenceSetup, Node, VirtPair, VirtSetup};
+use tandem_tests::{FenceSetup, Node, VirtPair, VirtSetup};
 
 /// Set by SIGINT or SIGTERM: the lab stops at the next step and tears down.
 static STOP_FLAG: std::sync::OnceLock<std::sync::Arc<AtomicBool>> = std::sync::OnceLock::new();
@@ -150,27 +149,7 @@ fn run(t: &Timeline) -> Result<()> {
 
     t.say("beta loses power: ipmitool chassis power off against beta's BMC (every process of beta dies)");
     let off_unix = unix_ms_now();
-    let out = rig
-        .pair()
-        .lab()
-        .ns(Node::Alpha)
-        .command("ipmitool")
-        .args([
-            "-I",
-            "lanplus",
-            "-C",
-            "3",
-            "-H",
-            bmc::ADDRESS,
-            "-p",
-            &BMC_PORTS[1].to_string(),
-        ])
-        .args(["-U", bmc::USER, "-P", bmc::PASSWORD, "chassis", "power", "off"])
-        .output()
-        .context("ipmitool (Debian: ipmitool)")?;
-    if !out.status.success() {
-        bail!("ipmitool: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
+    rig.power_off(Node::Beta)?;
     wait("db running on alpha", Duration::from_secs(30), || {
         rig.host(Node::Alpha).domstate("db").ok().flatten().as_deref() == Some("running")
     })?;
