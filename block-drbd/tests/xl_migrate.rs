@@ -101,5 +101,5 @@ fn xl_migrate_is_dual_primary_only_between_the_destinations_add_and_the_sources_
     });
     assert!(closed.is_ok(), "dual-primary stayed allowed\n{}", rig.report());
     rig.wait_no_windows(Duration::from_secs(5)).unwrap();
-    rig.check_drbd().unwrap();
+    rig.check_invariants().unwrap();
 }

@@ -9,7 +9,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rand::RngCore;
 use serde_json::Value;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -177,7 +177,11 @@ impl Daemon {
         let stderr_file = dir.join(format!("{node}.stderr"));
         let state_dir = dir.join(format!("{node}.state"));
         std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create {}", state_dir.display()))?;
-        let stderr = File::create(&stderr_file).with_context(|| format!("cannot create {}", stderr_file.display()))?;
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr_file)
+            .with_context(|| format!("cannot open {}", stderr_file.display()))?;
         let mut command = ns.command(bin);
         command
             .arg("--config")
@@ -353,7 +357,9 @@ pub struct Pair {
     lab: Lab2,
     dir: tempfile::TempDir,
     authkey: PathBuf,
-    config: PathBuf,
+    bin: PathBuf,
+    configs: [PathBuf; 2],
+    options: [DaemonOptions; 2],
 }
 
 impl Drop for Pair {
@@ -423,7 +429,9 @@ impl PreparedPair {
             lab: self.lab,
             dir: self.dir,
             authkey: self.authkey,
-            config: configs[0].clone(),
+            bin: self.bin,
+            configs: [configs[0].clone(), configs[1].clone()],
+            options: options.clone(),
         })
     }
 }
@@ -491,8 +499,30 @@ impl Pair {
         &self.authkey
     }
 
+    /// Alpha's configuration (the only one when both nodes share it).
     pub fn config(&self) -> &Path {
-        &self.config
+        &self.configs[0]
+    }
+
+    /// Starts `node`'s tandemd again with its configuration and options,
+    /// after SIGKILL if it still runs (a crash, or a host booting after a
+    /// power off); its stderr file goes on after the old one's lines.
+    pub fn restart(&mut self, node: Node) -> Result<()> {
+        let old = &mut self.daemons[node.index()];
+        if old.try_exit()?.is_none() {
+            old.stop_with(Signal::SIGKILL, Duration::ZERO)?;
+        }
+        let fresh = Daemon::start_with(
+            &self.bin,
+            self.lab.ns(node),
+            &self.configs[node.index()],
+            node,
+            self.dir.path(),
+            &self.options[node.index()],
+        )?;
+        // The old guard has nothing left to stop.
+        self.daemons[node.index()] = fresh;
+        Ok(())
     }
 
     /// `node`'s current status.

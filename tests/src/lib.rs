@@ -13,6 +13,8 @@
 //! - [`bus`], [`libvirt`], [`drbd`], [`virt_pair`]: a host's own system bus, a
 //!   real libvirtd with QEMU per host, the DRBD stand-in, and [`VirtPair`], two
 //!   complete hosts (bus, libvirtd with tandem's hook, tandemd, shared stand-in).
+//! - [`domain_events`]: libvirt's lifecycle events of both hosts on one clock,
+//!   checked for a domain running on both.
 //! - [`env`]: the checks every test makes first ([`preflight`]) and where
 //!   `tandemd` is ([`tandemd_bin`]).
 //!
@@ -25,6 +27,7 @@ pub mod bmc;
 pub mod bus;
 pub mod cmd;
 pub mod daemon;
+pub mod domain_events;
 pub mod drbd;
 pub mod env;
 pub mod fenced;

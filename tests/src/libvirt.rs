@@ -25,7 +25,6 @@ use crate::status::wait_for;
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -63,6 +62,8 @@ pub struct LibvirtHost {
     hostname: String,
     dir: PathBuf,
     child: Option<Child>,
+    /// What runs inside the host's namespaces: mounts, then `exec libvirtd`.
+    boot_script: String,
 }
 
 impl LibvirtHost {
@@ -120,34 +121,58 @@ impl LibvirtHost {
             sh_quote_path(&dir.join("libvirtd.pid"))?
         ));
 
-        let log = File::create(dir.join("libvirtd.log"))?;
+        let mut host = LibvirtHost {
+            hostname: spec.hostname.to_owned(),
+            dir: dir.to_owned(),
+            child: None,
+            boot_script: script,
+        };
+        host.boot(ns)?;
+        Ok(host)
+    }
+
+    /// Starts libvirtd again on the same files after the host lost power
+    /// ([`LibvirtHost::kill_all`] or a BMC power off), the way a reboot would:
+    /// `/run/libvirt` starts empty, the domain definitions are still there.
+    pub fn reboot(&mut self, ns: &NetNs) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let run = self.dir.join("run");
+        std::fs::remove_dir_all(&run).with_context(|| format!("cannot empty {}", run.display()))?;
+        std::fs::create_dir_all(&run).with_context(|| format!("cannot create {}", run.display()))?;
+        self.boot(ns)
+    }
+
+    fn boot(&mut self, ns: &NetNs) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("libvirtd.log"))?;
         let mut command = ns.command("unshare");
         command
-            .args(["-m", "-u", "--propagation", "private", "sh", "-c", &script])
+            .args(["-m", "-u", "--propagation", "private", "sh", "-c", &self.boot_script])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         let child = command
             .spawn()
             .with_context(|| format!("cannot start `{}` (Debian: libvirt-daemon)", cmd::describe(&command)))?;
-        let mut host = LibvirtHost {
-            hostname: spec.hostname.to_owned(),
-            dir: dir.to_owned(),
-            child: Some(child),
-        };
-        let socket = host.socket();
+        self.child = Some(child);
+        let socket = self.socket();
         let ready = wait_for(Duration::from_secs(30), Duration::from_millis(20), || {
-            socket.exists() && host.virsh(&["version"]).map(|o| o.status.success()).unwrap_or(false)
+            socket.exists() && self.virsh(&["version"]).map(|o| o.status.success()).unwrap_or(false)
         });
         if ready.is_err() {
-            let exited = host.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             bail!(
                 "libvirtd of {} did not answer within 30 s (exited: {exited:?}); its log:\n{}",
-                host.hostname,
-                host.log()
+                self.hostname,
+                self.log()
             );
         }
-        Ok(host)
+        Ok(())
     }
 
     pub fn hostname(&self) -> &str {

@@ -12,6 +12,7 @@ use crate::bmc::Bmc;
 use crate::bus::SystemBus;
 use crate::cmd;
 use crate::daemon::{ConfigExtra, DaemonOptions, Pair, Timing};
+use crate::domain_events::DomainEvents;
 use crate::drbd::DrbdStandin;
 use crate::env::target_dir;
 use crate::fenced::{FenceSetup, BMC_PORTS};
@@ -124,6 +125,7 @@ pub fn workspace_bin(name: &str) -> Result<PathBuf> {
 #[derive(Debug)]
 pub struct VirtPair {
     // Dropped in this order.
+    events: DomainEvents,
     bmcs: Vec<Bmc>,
     hosts: [LibvirtHost; 2],
     pair: Pair,
@@ -205,6 +207,10 @@ impl VirtPair {
         alpha.save_cache();
         let beta = start_host(Node::Beta)?;
         let hosts = [alpha, beta];
+        let mut events = DomainEvents::new();
+        for node in Node::BOTH {
+            events.follow(node, &hosts[node.index()].uri())?;
+        }
 
         let fencing = match &setup.fence {
             Some(f) => f.config(&dir)?,
@@ -278,6 +284,7 @@ impl VirtPair {
             }
         }
         Ok(VirtPair {
+            events,
             bmcs,
             hosts,
             pair,
@@ -351,6 +358,11 @@ impl VirtPair {
     /// `node` loses power the way an operator would do it: `ipmitool chassis
     /// power off` against its BMC, from the other host (needs a rig with `fence`).
     pub fn power_off(&self, node: Node) -> Result<()> {
+        self.ipmitool(node, &["chassis", "power", "off"])
+    }
+
+    /// `ipmitool ARGS` against `node`'s BMC, from the other host.
+    fn ipmitool(&self, node: Node, args: &[&str]) -> Result<()> {
         let out = self
             .pair
             .lab()
@@ -358,24 +370,76 @@ impl VirtPair {
             .command("ipmitool")
             .args(["-I", "lanplus", "-C", "3", "-H", crate::bmc::ADDRESS, "-p"])
             .arg(BMC_PORTS[node.index()].to_string())
-            .args([
-                "-U",
-                crate::bmc::USER,
-                "-P",
-                crate::bmc::PASSWORD,
-                "chassis",
-                "power",
-                "off",
-            ])
+            .args(["-U", crate::bmc::USER, "-P", crate::bmc::PASSWORD])
+            .args(args)
             .output()
             .context("cannot run ipmitool (Debian: ipmitool)")?;
         if !out.status.success() {
             bail!(
-                "ipmitool power off of {node}: {}",
+                "ipmitool {} of {node}: {}",
+                args.join(" "),
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
         Ok(())
+    }
+
+    /// `node` loses power together with its BMC (a failed power supply): the
+    /// BMC stops answering, then everything of the host goes as in a BMC power
+    /// off (the same chassis script, run directly).
+    pub fn lose_power_and_bmc(&mut self, node: Node) -> Result<()> {
+        self.bmcs.get_mut(node.index()).context("the rig has no BMCs")?.stop()?;
+        self.lose_power(node)
+    }
+
+    /// `node` loses power without anyone asking its BMC (a cut in the rack):
+    /// the BMC's chassis script, run directly.
+    pub fn lose_power(&self, node: Node) -> Result<()> {
+        let bmc = self.bmcs.get(node.index()).context("the rig has no BMCs")?;
+        let out = Command::new(crate::bmc::power_script())
+            .arg(bmc.node_dir())
+            .args(["set", "power", "0"])
+            .output()
+            .context("cannot run the chassis script")?;
+        if !out.status.success() {
+            bail!(
+                "powering {node} off failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts `node`'s BMC again (after [`VirtPair::lose_power_and_bmc`]); the
+    /// host stays off.
+    pub fn restart_bmc(&mut self, node: Node) -> Result<()> {
+        let ns = self.pair.lab().ns(node.other());
+        self.bmcs
+            .get_mut(node.index())
+            .context("the rig has no BMCs")?
+            .restart(ns)
+    }
+
+    /// `ipmitool chassis power on` against `node`'s BMC, then what the host
+    /// does when it boots: libvirtd comes up with the domains defined before
+    /// (none running), the DRBD service brings the resources up (they connect
+    /// and resync), and tandemd starts.
+    pub fn power_on_and_boot(&mut self, node: Node) -> Result<()> {
+        self.ipmitool(node, &["chassis", "power", "on"])?;
+        let ns = self.pair.lab().ns(node);
+        self.hosts[node.index()].reboot(ns)?;
+        self.events.follow(node, &self.hosts[node.index()].uri())?;
+        let resources: Vec<String> = self
+            .drbd
+            .state()?
+            .get("resources")
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for r in &resources {
+            self.drbd.run(&["node-up", r, "--node", &node.index().to_string()])?;
+        }
+        self.pair.restart(node)
     }
 
     /// How many migration windows `node`'s status shows open.
@@ -402,12 +466,24 @@ impl VirtPair {
     /// `virsh migrate --live DOMAIN` from `from` to the other host, over the
     /// first link; the virsh output (success or not).
     pub fn migrate(&self, domain: &str, from: Node, extra: &[&str]) -> Result<std::process::Output> {
+        self.migrate_command(domain, from, extra)?
+            .output()
+            .context("cannot run virsh (Debian: libvirt-clients)")
+    }
+
+    /// The `virsh migrate` of [`VirtPair::migrate`], to run in the background.
+    pub fn migrate_command(&self, domain: &str, from: Node, extra: &[&str]) -> Result<Command> {
         let to = from.other();
-        let dest_uri = self.host(to).uri();
-        let data = format!("tcp://{}", Lab2::addr(to, 0)?);
-        let mut args = vec!["migrate", "--live", domain, &dest_uri, &data];
-        args.extend_from_slice(extra);
-        self.host(from).virsh(&args)
+        let mut command = Command::new("virsh");
+        command
+            .arg("-c")
+            .arg(self.host(from).uri())
+            .args(["migrate", "--live", domain])
+            .arg(self.host(to).uri())
+            .arg(format!("tcp://{}", Lab2::addr(to, 0)?))
+            .args(extra)
+            .stdin(std::process::Stdio::null());
+        Ok(command)
     }
 
     /// Replaces `node`'s libvirt hook with one that only reads its stdin: the
@@ -447,10 +523,20 @@ impl VirtPair {
         s
     }
 
-    /// Fails when the stand-in's history breaks DRBD's rules (two Primaries
-    /// outside an agreed dual-primary setting).
-    pub fn check_drbd(&self) -> Result<()> {
-        self.drbd.check()
+    /// DESIGN.md's invariants on what the real parts recorded: the stand-in's
+    /// history must keep DRBD's rules (no two Primaries outside an agreed
+    /// dual-primary setting, no promote of data that is not UpToDate) and
+    /// libvirt's events must never show a domain running on both hosts.
+    pub fn check_invariants(&self) -> Result<()> {
+        self.drbd.check()?;
+        self.events
+            .check()
+            .with_context(|| format!("libvirt's events of both hosts:\n{}", self.events.render()))
+    }
+
+    /// libvirt's lifecycle events of both hosts so far.
+    pub fn domain_events(&self) -> &DomainEvents {
+        &self.events
     }
 
     /// `node`'s role of `r0`, or an error with the rig's report.

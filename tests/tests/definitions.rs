@@ -63,4 +63,5 @@ fn a_drbd_backed_definition_is_copied_to_the_peer_and_kept_current() {
     assert!(updated.is_ok(), "beta kept the old definition\n{}", rig.report());
     // And the copy on beta does not bounce back as a change on alpha.
     assert_eq!(vcpus(&rig, Node::Alpha, "vm2").as_deref(), Some("2"));
+    rig.check_invariants().unwrap();
 }

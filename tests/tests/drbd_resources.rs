@@ -87,6 +87,7 @@ fn a_demote_while_the_device_is_held_open_retries_then_says_so() {
     assert!(out.status.success(), "virsh destroy: {}", stderr(&out));
     rig.wait_role(Node::Alpha, "Secondary", Duration::from_secs(10))
         .unwrap();
+    rig.check_invariants().unwrap();
 }
 
 #[test]
@@ -118,6 +119,7 @@ fn a_start_on_data_that_is_not_uptodate_is_refused() {
         rig.report()
     );
     assert_eq!(rig.role(Node::Beta).unwrap(), "Primary");
+    rig.check_invariants().unwrap();
 }
 
 #[test]
@@ -146,6 +148,7 @@ fn replication_broken_while_the_peer_is_reachable_outdates_it() {
     rig.pair_mut().ensure_running().unwrap();
     let v = rig.status(Node::Alpha).unwrap();
     assert_eq!(tandem_tests::status::peer_state(&v), Some("online"));
+    rig.check_invariants().unwrap();
 }
 
 #[test]
@@ -185,4 +188,5 @@ fn replication_and_heartbeats_broken_fence_the_peer_before_answering_7() {
         rig.host(Node::Alpha).domstate(DOMAIN).unwrap().as_deref(),
         Some("running")
     );
+    rig.check_invariants().unwrap();
 }

@@ -109,7 +109,7 @@ fn live_migration_is_dual_primary_only_inside_the_window() {
         rig.report()
     );
     // Primary on both only inside the window, with allow-two-primaries and protocol C.
-    rig.check_drbd().unwrap();
+    rig.check_invariants().unwrap();
 }
 
 #[test]
@@ -146,6 +146,7 @@ fn migration_to_a_host_whose_disk_is_not_uptodate_is_refused() {
     assert_eq!(rig.role(Node::Alpha).unwrap(), "Primary");
     assert_eq!(rig.role(Node::Beta).unwrap(), "Secondary");
     wait_no_windows(&rig, Duration::from_secs(5));
+    rig.check_invariants().unwrap();
 }
 
 #[test]
@@ -170,6 +171,7 @@ fn starting_a_domain_that_runs_on_the_other_host_is_refused() {
     let new = &events(&rig)[before..];
     assert!(new.iter().all(|e| kind(e) != "role"), "DRBD roles changed: {new:?}");
     assert_eq!(rig.role(Node::Beta).unwrap(), "Secondary");
+    rig.check_invariants().unwrap();
 }
 
 #[test]
@@ -198,7 +200,7 @@ fn destination_qemu_killed_mid_migration_demotes_the_destination() {
     });
     assert!(off.is_ok(), "dual-primary stayed allowed\n{}", rig.report());
     assert_eq!(rig.role(Node::Alpha).unwrap(), "Primary");
-    rig.check_drbd().unwrap();
+    rig.check_invariants().unwrap();
 }
 
 #[test]
@@ -229,7 +231,7 @@ fn a_window_the_source_never_releases_is_closed_by_the_reconciler() {
         Some("running")
     );
     assert_eq!(two_primaries_allowed(&rig), serde_json::json!([false, false]));
-    rig.check_drbd().unwrap();
+    rig.check_invariants().unwrap();
 }
 
 /// `Cluster.Migrate` on `node`'s bus, as `tandemctl migrate` calls it.
@@ -274,5 +276,5 @@ fn tandem_migrates_a_domain_when_asked_over_dbus() {
         .unwrap();
     wait_no_windows(&rig, Duration::from_secs(10));
     assert_eq!(two_primaries_allowed(&rig), serde_json::json!([false, false]));
-    rig.check_drbd().unwrap();
+    rig.check_invariants().unwrap();
 }

@@ -53,6 +53,7 @@ fn tandemctl_fence_powers_the_peer_off_through_the_daemon() {
         tandem_tests::bmc::process_gone(rig.pair().daemon(Node::Beta).pid())
     });
     assert!(gone.is_ok(), "beta's tandemd survived its power off");
+    rig.check_invariants().unwrap();
 }
 
 #[test]
@@ -79,7 +80,7 @@ fn tandemctl_migrate_moves_a_running_domain_and_says_why_it_cannot() {
     );
     rig.wait_role(Node::Alpha, "Secondary", Duration::from_secs(10))
         .unwrap();
-    rig.check_drbd().unwrap();
+    rig.check_invariants().unwrap();
 }
 
 #[test]
@@ -139,5 +140,5 @@ fn tandemctl_start_and_stop_go_through_the_same_checks_as_the_hook() {
         rig.host(Node::Beta).domstate("vm1").unwrap().as_deref(),
         Some("running")
     );
-    rig.check_drbd().unwrap();
+    rig.check_invariants().unwrap();
 }

@@ -188,19 +188,45 @@ pub fn node_down(dir: &Path, name: &str, node: usize) -> Result<(), CmdError> {
     let fence = with_lock(dir, node, name, "node-down", |l| {
         let r = l.state.resources.get_mut(name).ok_or_else(|| Refused::failure(158))?;
         r.link_up = false;
+        // A host without power records nothing after the link breaks: its data
+        // generation stays what its peer last saw, so the peer's later writes
+        // make it a plain resync target when it comes back, not a split brain.
+        let generation = r.nodes[node].generation;
         let mut fence = rules::lose_connection(l, name, Loss::Cut)?;
         fence.retain(|(n, _)| *n != node);
         let r = l.state.resources.get_mut(name).ok_or_else(|| Refused::failure(158))?;
         let n = &mut r.nodes[node];
+        n.generation = generation;
         n.role = "Secondary".into();
         n.suspended_fencing = false;
         n.holders.clear();
+        // Its DRBD is not running: nothing to connect with until node-up.
+        n.want_connect = false;
         n.cstate = "StandAlone".into();
         l.record(name, Some(node), "node-down", json!({}));
         note_calls(l, name, &fence);
         Ok(fence)
     })?;
     start_handlers(dir, name, &fence)
+}
+
+/// Host `node` has power again and its DRBD service ran `drbdadm up`: the
+/// disk attaches as Consistent (a dead node cannot know whether its data is
+/// still current), the link comes back and the handshake decides the resync.
+pub fn node_up(dir: &Path, name: &str, node: usize) -> Result<(), CmdError> {
+    with_lock(dir, node, name, "node-up", |l| {
+        let r = l.state.resources.get_mut(name).ok_or_else(|| Refused::failure(158))?;
+        r.link_up = true;
+        let n = &mut r.nodes[node];
+        n.role = "Secondary".into();
+        if n.disk == "UpToDate" {
+            n.disk = "Consistent".into();
+        }
+        n.peer_disk = "DUnknown".into();
+        n.want_connect = true;
+        l.record(name, Some(node), "node-up", json!({}));
+        rules::try_connect(l, name)
+    })
 }
 
 fn note_calls(l: &mut Locked, name: &str, fence: &[(usize, u64)]) {

@@ -437,6 +437,16 @@ pub fn try_connect(l: &mut Locked, name: &str) -> Result<(), Refused> {
             r.nodes[t].disk = "UpToDate".into();
         }
         r.nodes[t].generation = r.nodes[s].generation;
+    } else if r
+        .nodes
+        .iter()
+        .all(|n| matches!(n.disk.as_str(), "UpToDate" | "Consistent"))
+    {
+        // Same data generation on both (e.g. both hosts lost power and came
+        // back): nothing to resync, and each side now knows its data is current.
+        for n in r.nodes.iter_mut() {
+            n.disk = "UpToDate".into();
+        }
     }
     r.conn_epoch += 1;
     for n in r.nodes.iter_mut() {

@@ -17,6 +17,7 @@ usage: tandem-drbd-standin COMMAND   (TANDEM_DRBD_STATE=DIR; TANDEM_DRBD_NODE=0|
   unhold R [--node N] [--pid PID] [--name NAME]    (no --pid/--name: every holder)
   net-cut R [--wait] | net-heal R                  break / repair the replication link
   node-down R --node N                             host N loses power (link broken, no handler there)
+  node-up R --node N                               host N is back: up, connects, resyncs
   proc-drbd [--node N]                             the node's 8.4 /proc/drbd
   state | history                                  the raw state / history.jsonl
   check                                            history invariants (exit 1 if broken)
@@ -144,6 +145,7 @@ pub fn main(args: &[String]) -> i32 {
             }
             "net-cut" => cmds::net_cut(&dir, &need_res()?, has(rest, "wait")),
             "node-down" => cmds::node_down(&dir, &need_res()?, node(rest)?),
+            "node-up" => cmds::node_up(&dir, &need_res()?, node(rest)?),
             "net-heal" => cmds::net_heal(&dir, &need_res()?),
             "proc-drbd" => {
                 let st = state::read(&dir)?.unwrap_or_default();

@@ -468,3 +468,67 @@ fn usage_errors_look_like_the_real_tools() {
     );
     assert_eq!(r.code, 20);
 }
+
+#[test]
+fn a_primary_that_lost_power_comes_back_as_the_resync_target() {
+    // Node 1 runs the domain and loses power; node 0 fences it (exit 7),
+    // promotes and writes; node 1 boots and connects again.
+    let lab = Lab::new(&[
+        "--fencing",
+        "resource-and-stonith",
+        "--fence-peer",
+        "exit 7",
+        "--primary",
+        "1",
+    ]);
+    assert_eq!(lab.standin(&["node-down", "r0", "--node", "1"]).code, 0);
+    assert_eq!(lab.node(1)["role"], "Secondary");
+    assert_eq!(lab.node(0)["cstate"], "Connecting");
+    let r = lab.drbdadm(0, &["primary", "r0"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(lab.node(0)["peer_disk"], "Outdated");
+
+    assert_eq!(lab.standin(&["node-up", "r0", "--node", "1"]).code, 0);
+    let (alpha, beta) = (lab.node(0), lab.node(1));
+    assert_eq!(alpha["cstate"], "Connected");
+    assert_eq!(alpha["role"], "Primary");
+    assert_eq!(beta["role"], "Secondary");
+    assert_eq!(beta["disk"], "UpToDate");
+    assert_eq!(alpha["peer_disk"], "UpToDate");
+    let resync = lab
+        .events("connection")
+        .into_iter()
+        .filter_map(|e| e["resync"].as_object().cloned())
+        .next_back()
+        .expect("a resync after the return");
+    assert_eq!(resync["target"], 1);
+    assert_eq!(resync["from"], "Consistent");
+    assert!(lab.events("handshake-refused").is_empty(), "no split brain");
+    assert_eq!(lab.standin(&["check"]).code, 0);
+}
+
+#[test]
+fn both_hosts_back_from_a_power_cut_connect_up_to_date_without_a_resync() {
+    let lab = Lab::new(&[
+        "--fencing",
+        "resource-and-stonith",
+        "--fence-peer",
+        "exit 7",
+        "--primary",
+        "1",
+    ]);
+    assert_eq!(lab.standin(&["node-down", "r0", "--node", "1"]).code, 0);
+    assert_eq!(lab.standin(&["node-down", "r0", "--node", "0"]).code, 0);
+    assert_eq!(lab.standin(&["node-up", "r0", "--node", "0"]).code, 0);
+    // Alone, its data might be older than the peer's.
+    assert_eq!(lab.node(0)["disk"], "Consistent");
+    assert_eq!(lab.node(0)["cstate"], "Connecting");
+    assert_eq!(lab.standin(&["node-up", "r0", "--node", "1"]).code, 0);
+    for n in 0..2 {
+        assert_eq!(lab.node(n)["disk"], "UpToDate", "node {n}");
+        assert_eq!(lab.node(n)["cstate"], "Connected", "node {n}");
+    }
+    let last = lab.events("connection").pop().unwrap();
+    assert!(last["resync"].is_null(), "{last}");
+    assert_eq!(lab.standin(&["check"]).code, 0);
+}

@@ -90,7 +90,7 @@ fn main() -> Result<()> {
         // release answered: the next round starts once both sides are closed.
         rig.wait_no_windows(Duration::from_secs(10))?;
     }
-    rig.check_drbd()?;
+    rig.check_invariants()?;
 
     let mut with = Vec::new();
     let mut from = Node::Alpha;

@@ -143,7 +143,7 @@ fn run(t: &Timeline) -> Result<()> {
         "migrated in {migrate_ms} ms; r1 was allowed two primaries for {dual} ms only; now {}",
         roles(&rig, "r1")
     ));
-    rig.check_drbd()?;
+    rig.check_invariants()?;
     std::thread::sleep(Duration::from_millis(1200));
     check_stop()?;
 
@@ -167,7 +167,7 @@ fn run(t: &Timeline) -> Result<()> {
         }
     }
     t.at(running_unix, &format!("db runs on alpha again ({})", roles(&rig, "r1")));
-    rig.check_drbd()?;
+    rig.check_invariants()?;
 
     println!();
     println!("summary");
