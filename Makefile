@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: lab sim-lab test bench deps build sim lint
+.PHONY: lab sim-lab test bench deps build sim lint deb rpm package-test
 
 deps:
 	@scripts/deps.sh
@@ -33,6 +33,7 @@ lint: deps
 test: lint
 	$(CARGO) build --workspace --bins
 	TANDEMD_BIN=$(CURDIR)/target/debug/tandemd $(CARGO) test --workspace
+	scripts/package-test.sh
 	$(CARGO) build --release -p tandem-sim
 	./target/release/tandem-sim --seeds 10000
 
@@ -42,3 +43,21 @@ bench: deps
 	scripts/bench-sim.sh
 	@for b in scripts/bench-*.sh; do [ "$$b" = scripts/bench-sim.sh ] || "$$b"; done
 	@python3 scripts/bench_results.py table
+
+# The packages (docs/packaging.md), from the binaries of the `dist` profile
+# (release, stripped): target/debian/tandem_*.deb, target/generate-rpm/tandem-*.rpm.
+PACKAGED := -p tandemd -p tandemctl -p tandem-hooks -p block-drbd -p xapi-fence
+deb: deps
+	$(CARGO) build --profile dist $(PACKAGED) --bins
+	$(CARGO) deb --no-build -p tandem-packaging
+
+rpm:
+	@scripts/deps.sh rpm
+	$(CARGO) build --profile dist $(PACKAGED) --bins
+	$(CARGO) generate-rpm -p packaging --profile dist
+
+# Builds the .deb from the debug binaries, installs, checks, removes and
+# purges it on this machine (root); `make test` runs it too.
+package-test: deps
+	$(CARGO) build $(PACKAGED) --bins
+	scripts/package-test.sh

@@ -13,7 +13,9 @@ PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients qemu-system-x86
                                      # two real libvirtd with QEMU per test rig (tests/src/libvirt.rs), virsh
   mount drbd-utils                   # losetup for the rig's shared disk; the real drbdadm checks our command lines
+  busybox-static cpio kmod xz-utils e2fsprogs binutils  # the real-DRBD tier's guest image (tests/src/real_drbd/image.rs)
   python3-pip                        # pip, for the PyPI XenAPI package (the XenAPI stand-in's reference client)
+  dpkg-dev systemd man-db            # the packages: dpkg-shlibdeps for cargo-deb, systemd-analyze verify, man -l (scripts/package-test.sh)
 )
 
 missing=()
@@ -63,3 +65,17 @@ for comp in rustfmt clippy; do
     fi
   fi
 done
+
+# The packaging tools (docs/packaging.md), built once into ~/.cargo/bin:
+# cargo-deb for `make deb` and the package test in `make test` (~1.5 min to
+# build), cargo-generate-rpm only for `make rpm` (`scripts/deps.sh rpm`, ~6 min).
+cargo_tool() { # cargo_tool SUBCOMMAND CRATE VERSION
+  if ! cargo "$1" --version >/dev/null 2>&1; then
+    echo "deps: installing $2 $3 (cargo install, once)"
+    cargo install --quiet --locked "$2" --version "$3"
+  fi
+}
+cargo_tool deb cargo-deb 3.8.0
+if [ "${1:-}" = rpm ]; then
+  cargo_tool generate-rpm cargo-generate-rpm 0.21.1
+fi

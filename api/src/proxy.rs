@@ -37,6 +37,10 @@ pub trait Cluster {
     /// `Fenced` or `Event` signals.
     async fn fence(&self) -> Result<(), Error>;
 
+    /// Forgets failure records: domains a failover gave up on (tried again
+    /// while the peer stays fenced) and failed fence attempts.
+    async fn cleanup(&self) -> Result<(), Error>;
+
     /// This node's name.
     #[zbus(property)]
     fn node(&self) -> zbus::Result<String>;

@@ -16,13 +16,26 @@ fn explain(e: ApiError) -> anyhow::Error {
         );
     }
     match e {
-        ApiError::ZBus(zbus::Error::MethodError(name, _, _))
-            if name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown"
-                || name.as_str() == "org.freedesktop.DBus.Error.NameHasNoOwner" =>
-        {
+        ApiError::ZBus(ref z) if no_daemon(z) => {
             anyhow!("tandemd is not running on this host (nobody owns org.tandem.Tandem1 on the system bus); start it, or use --direct")
         }
         other => anyhow!("{}", other.reason()),
+    }
+}
+
+/// Whether the bus said nobody owns tandem's name: a method call gets it as
+/// a method error, a property read as a typed `org.freedesktop.DBus` error.
+fn no_daemon(e: &zbus::Error) -> bool {
+    match e {
+        zbus::Error::MethodError(name, _, _) => {
+            name.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown"
+                || name.as_str() == "org.freedesktop.DBus.Error.NameHasNoOwner"
+        }
+        zbus::Error::FDO(f) => matches!(
+            **f,
+            zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_)
+        ),
+        _ => false,
     }
 }
 
@@ -114,6 +127,115 @@ pub fn migrate(domain: &str, wait: Duration) -> Result<ExitCode> {
         let started = Instant::now();
         c.migrate(domain).await.map_err(explain)?;
         println!("{domain}: migrated in {} ms", started.elapsed().as_millis());
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The daemon's status document (`Cluster.StatusJson`).
+async fn status_document(c: &ClusterProxy<'_>) -> Result<serde_json::Value> {
+    let text = c.status_json().await.map_err(|e| explain(ApiError::ZBus(e)))?;
+    serde_json::from_str(&text).map_err(|e| anyhow!("tandemd sent a status that is not JSON: {e}"))
+}
+
+/// `tandemctl status [--json] [--watch]`.
+pub fn status(json: bool, watch: bool, interval: Duration) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let c = cluster(Duration::from_secs(10)).await?;
+        loop {
+            let v = status_document(&c).await?;
+            let text = if json {
+                serde_json::to_string_pretty(&v).context("cannot render the status")?
+            } else {
+                crate::status::render(&v)
+            };
+            if !watch {
+                print!("{text}");
+                if json {
+                    println!();
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            // Home and clear, then the screen: one redraw per refresh.
+            print!("\x1b[H\x1b[2J{text}");
+            if json {
+                println!();
+            }
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            }
+        }
+    })
+}
+
+fn running_here(v: &serde_json::Value) -> Vec<String> {
+    v.get("domains")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|d| d.get("here").and_then(serde_json::Value::as_str) == Some("running"))
+        .filter_map(|d| d.get("name").and_then(serde_json::Value::as_str).map(str::to_owned))
+        .collect()
+}
+
+/// `tandemctl standby on|off`: on drains this host and waits until no domain
+/// runs here any more.
+pub fn standby(on: bool, wait: Duration) -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let c = cluster(wait).await?;
+        let before = running_here(&status_document(&c).await?);
+        c.standby(on).await.map_err(explain)?;
+        if !on {
+            println!("standby off: this host takes domains again (nothing moves back by itself)");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if before.is_empty() {
+            println!("standby on: nothing runs here");
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!("standby on: migrating {} to the peer", before.join(", "));
+        let end = Instant::now() + wait;
+        loop {
+            let left = running_here(&status_document(&c).await?);
+            if left.is_empty() {
+                println!("drained: {} left this host", before.join(", "));
+                return Ok(ExitCode::SUCCESS);
+            }
+            if Instant::now() >= end {
+                bail!(
+                    "still running here after {} s: {} (see `tandemctl status`; standby stays on)",
+                    wait.as_secs(),
+                    left.join(", ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// `tandemctl cleanup`.
+pub fn cleanup() -> Result<ExitCode> {
+    runtime()?.block_on(async {
+        let c = cluster(Duration::from_secs(10)).await?;
+        let v = status_document(&c).await?;
+        let failures: Vec<String> = v
+            .get("failures")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.get("domain").and_then(serde_json::Value::as_str).map(str::to_owned))
+            .collect();
+        c.cleanup().await.map_err(explain)?;
+        if failures.is_empty() {
+            println!("no failed domains on record; failed fence attempts forgotten");
+        } else {
+            println!(
+                "forgot the failures of {} (tried again if the peer is still fenced); failed fence attempts forgotten",
+                failures.join(", ")
+            );
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -1,101 +1,16 @@
 //! `tandemctl`: the operator's command line.
 
+mod cli;
 mod daemon;
+mod status;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use clap::Parser;
+use cli::{ActionArg, Cli, Command, ConfigCommand, OnOff};
 use std::process::ExitCode;
 use tandem::config;
 use tandem::fence::{fence_direct, FenceAction, FenceLevels, PowerState};
 use tandem::net::write_new_key;
-
-#[derive(Debug, Parser)]
-#[command(name = "tandemctl", version, about = "Operate a tandem cluster")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Write a new random cluster key (mode 0600); copy the same file to both nodes.
-    Keygen {
-        /// Where to write it.
-        #[arg(default_value = "/etc/tandem/authkey")]
-        path: PathBuf,
-        /// Replace an existing key (both nodes must then get the new one).
-        #[arg(long)]
-        force: bool,
-    },
-    /// Fence a node: by default the running daemon powers off its peer through
-    /// the peer's fence levels and waits for the confirmation.
-    Fence {
-        /// The node, as named in the configuration.
-        node: String,
-        /// With --direct: what to do (the daemon only powers off).
-        #[arg(long, value_enum)]
-        action: Option<ActionArg>,
-        /// How long to wait for the daemon's confirmation, in seconds.
-        #[arg(long, default_value_t = 120)]
-        wait: u64,
-        /// Straight from the configuration, without a daemon: to test a fence
-        /// setup before the cluster runs (like `fence_ipmilan -o status`).
-        #[arg(long)]
-        direct: bool,
-        #[arg(long, default_value = config::DEFAULT_PATH)]
-        config: PathBuf,
-    },
-    /// Live-migrate a domain that runs here to the peer (through the daemon,
-    /// which checks and opens the migration window as for `virsh migrate`).
-    Migrate {
-        domain: String,
-        /// How long to wait for the migration, in seconds.
-        #[arg(long, default_value_t = 600)]
-        wait: u64,
-    },
-    /// Start a domain on this host, through the daemon (the same checks as a
-    /// `virsh start` through the hook).
-    Start {
-        domain: String,
-        #[arg(long, default_value_t = 120)]
-        wait: u64,
-    },
-    /// Stop a domain that runs on this host, through the daemon.
-    Stop {
-        domain: String,
-        /// At once, like `virsh destroy`, instead of asking the guest to shut down.
-        #[arg(long)]
-        force: bool,
-        #[arg(long, default_value_t = 120)]
-        wait: u64,
-    },
-    /// Configuration commands.
-    Config {
-        #[command(subcommand)]
-        command: ConfigCommand,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum ConfigCommand {
-    /// Check a configuration; every error is printed with file, line and column.
-    Check {
-        #[arg(default_value = config::DEFAULT_PATH)]
-        file: PathBuf,
-        /// Fragments directory (default: tandem.d beside FILE, when it exists).
-        #[arg(long)]
-        config_dir: Option<PathBuf>,
-    },
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum ActionArg {
-    Status,
-    Off,
-    On,
-    Reboot,
-}
 
 impl From<ActionArg> for FenceAction {
     fn from(a: ActionArg) -> Self {
@@ -161,6 +76,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ),
             }
         }
+        Command::Status { json, watch, interval } => {
+            if !(interval.is_finite() && (0.1..=3600.0).contains(&interval)) {
+                anyhow::bail!("--interval {interval}: give seconds between 0.1 and 3600");
+            }
+            daemon::status(json, watch, std::time::Duration::from_secs_f64(interval))
+        }
+        Command::Standby { state, wait } => daemon::standby(state == OnOff::On, std::time::Duration::from_secs(wait)),
+        Command::Cleanup => daemon::cleanup(),
         Command::Migrate { domain, wait } => daemon::migrate(&domain, std::time::Duration::from_secs(wait)),
         Command::Start { domain, wait } => daemon::start(&domain, std::time::Duration::from_secs(wait)),
         Command::Stop { domain, force, wait } => daemon::stop(&domain, force, std::time::Duration::from_secs(wait)),
@@ -210,5 +133,18 @@ fn main() -> ExitCode {
             eprintln!("tandemctl: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_cli_default_config_is_the_daemons() {
+        assert_eq!(super::cli::DEFAULT_CONFIG, tandem::config::DEFAULT_PATH);
+    }
+
+    #[test]
+    fn the_cli_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

@@ -12,3 +12,4 @@ pub mod hypervisor;
 pub mod net;
 pub mod runtime;
 pub mod state;
+pub mod systemd;

@@ -3,7 +3,9 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tandem::runtime::{self, Options};
+use tandem::systemd::{self, Notifier};
 
 #[derive(Debug, Parser)]
 #[command(name = "tandemd", version, about = "tandem: two virtualization hosts as one machine")]
@@ -30,18 +32,19 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // Read (and hidden from the programs tandemd runs) before any thread starts.
+    let notifier = Notifier::from_env();
+    Notifier::unset_environment();
+    // Journal lines when systemd connected stderr to the journal.
+    systemd::init_logging();
+    let notifier = notifier.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot notify systemd; going on without");
+        Notifier::disabled()
+    });
+    // Looked for at every load, so one created later is read by a reload.
     let fragments = cli
         .config_dir
-        .or_else(|| cli.config.parent().map(|p| p.join("tandem.d")))
-        .filter(|p| p.is_dir());
+        .or_else(|| cli.config.parent().map(|p| p.join("tandem.d")));
     let opts = Options {
         config: cli.config,
         fragments,
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         status_file: cli.status_file,
         state_dir: cli.state_dir,
         dbus: cli.dbus,
+        notifier: Arc::new(notifier),
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -60,7 +64,9 @@ fn main() -> ExitCode {
     match rt.block_on(runtime::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tandemd: {e}");
+            // journald files the line as an error.
+            let priority = if systemd::stderr_is_journal() { "<3>" } else { "" };
+            eprintln!("{priority}tandemd: {e}");
             ExitCode::FAILURE
         }
     }

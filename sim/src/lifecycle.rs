@@ -180,6 +180,7 @@ impl World {
                 }
             }
             Fault::Standby { host, on } => self.feed(usize::from(host) & 1, Input::OperatorStandby { on }),
+            Fault::Cleanup { host } => self.feed(usize::from(host) & 1, Input::OperatorCleanup),
             Fault::KillIncoming { domain } => {
                 let mig = self
                     .migrations

@@ -78,6 +78,10 @@ pub enum Fault {
     OperatorFence {
         host: u8,
     },
+    /// `tandemctl cleanup` on a host: forget failures, retry failed takeovers.
+    Cleanup {
+        host: u8,
+    },
     /// The destination's qemu of a running migration dies: libvirt runs
     /// `release end` on the destination and no hook at all on the source.
     KillIncoming {
@@ -106,6 +110,7 @@ impl Fault {
             Fault::TandemStop { .. } => "tandem-stop",
             Fault::Standby { .. } => "standby",
             Fault::OperatorFence { .. } => "operator-fence",
+            Fault::Cleanup { .. } => "cleanup",
             Fault::KillIncoming { .. } => "kill-incoming",
         }
     }
@@ -120,6 +125,7 @@ impl Fault {
                 | Fault::TandemMigrate { .. }
                 | Fault::TandemStart { .. }
                 | Fault::TandemStop { .. }
+                | Fault::Cleanup { .. }
         )
     }
 }
@@ -149,6 +155,7 @@ impl fmt::Display for Fault {
                 write!(f, "tandemctl standby {} on node{host}", if *on { "on" } else { "off" })
             }
             Fault::OperatorFence { host } => write!(f, "tandemctl fence (peer) on node{host}"),
+            Fault::Cleanup { host } => write!(f, "tandemctl cleanup on node{host}"),
             Fault::KillIncoming { domain } => write!(f, "the incoming qemu of vm{domain} dies on the destination"),
         }
     }
@@ -271,7 +278,8 @@ impl Scenario {
                 77..=88 => Fault::Migrate { domain },
                 89..=93 => Fault::TandemMigrate { domain },
                 94..=95 => Fault::KillIncoming { domain },
-                96..=97 => Fault::Standby {
+                96 => Fault::Cleanup { host },
+                97 => Fault::Standby {
                     host,
                     on: rng.gen_bool(0.6),
                 },

@@ -1,5 +1,5 @@
-//! What the bench binaries share: their knobs from the environment and
-//! nearest-rank percentiles.
+//! What the bench binaries share: their knobs from the environment,
+//! nearest-rank percentiles and a process's memory and CPU time.
 
 use anyhow::{Context, Result};
 
@@ -26,6 +26,24 @@ pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     }
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// (VmRSS in kB, utime+stime in clock ticks) of process `pid`.
+pub fn usage(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat; `after` starts at field 3.
+    let ticks = fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok((rss, ticks))
 }
 
 #[cfg(test)]

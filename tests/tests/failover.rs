@@ -11,7 +11,7 @@ use tandem_tests::bmc;
 use tandem_tests::fenced::{arbiter, fence_history, Level};
 use tandem_tests::libvirt::{domain_xml, uuid_v4};
 use tandem_tests::status::{self, unix_ms_now};
-use tandem_tests::virt_pair::RESOURCE_PATH;
+use tandem_tests::virt_pair::{workspace_bin, RESOURCE_PATH};
 use tandem_tests::{wait_for, FenceSetup, Node, VirtPair, VirtSetup};
 
 fn running(rig: &VirtPair, node: Node, domain: &str) -> bool {
@@ -196,6 +196,20 @@ fn an_unreachable_bmc_holds_the_takeover_until_it_answers_again() {
     assert!(history.len() >= 2, "{history:?}");
     for r in &history {
         assert!(r.node == "beta" && r.action == "off" && r.is_error(), "{r:?}");
+    }
+    // What the operator sees at 3 a.m.
+    let screen = std::process::Command::new(workspace_bin("tandemctl").unwrap())
+        .arg("status")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", rig.bus(Node::Alpha).address())
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&screen.stdout);
+    for expected in [
+        "Peer    beta: lost",
+        "fencing FAILED, retrying (no takeover until a device confirms power off)",
+        "last attempt: off beta error:",
+    ] {
+        assert!(screen.contains(expected), "missing {expected:?} in:\n{screen}");
     }
 
     rig.restart_bmc(Node::Beta).unwrap();

@@ -142,3 +142,124 @@ fn tandemctl_start_and_stop_go_through_the_same_checks_as_the_hook() {
     );
     rig.check_invariants().unwrap();
 }
+
+fn status_json(rig: &VirtPair, node: Node) -> serde_json::Value {
+    let out = tandemctl(rig, node, &["status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+}
+
+/// Waits until `node`'s daemon has seen `domain` running there (libvirt is
+/// polled every 500 ms; until then a domain just started shows as paused).
+fn wait_seen_running(rig: &VirtPair, node: Node, domain: &str) {
+    let seen = wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+        status_json(rig, node)["domains"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["name"] == domain && d["here"] == "running"))
+    });
+    assert!(seen.is_ok(), "{node} never saw {domain} running\n{}", rig.report());
+}
+
+#[test]
+fn tandemctl_status_shows_both_hosts_and_says_when_the_daemon_is_gone() {
+    let mut rig = VirtPair::with_domain_running(VirtSetup::default(), "vm1", Node::Alpha).expect("rig");
+    wait_seen_running(&rig, Node::Alpha, "vm1");
+    // Until beta's heartbeat lists vm1 as running on alpha.
+    let seen = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+        let v = status_json(&rig, Node::Beta);
+        v["domains"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["name"] == "vm1" && d["on_peer"] == true))
+    });
+    assert!(seen.is_ok(), "beta never saw vm1 on alpha\n{}", rig.report());
+
+    let out = tandemctl(&rig, Node::Alpha, &["status"]);
+    let screen = text(&out);
+    assert!(out.status.success(), "{screen}");
+    for expected in [
+        "Node    alpha (this host",
+        "Peer    beta: online since",
+        "192.0.2.1:5405 -> 192.0.2.2:5405",
+        "control channel: connected",
+        "Fencing idle",
+        "r0    Primary  UpToDate  Secondary  UpToDate   yes",
+        "vm1   alpha",
+        "Migration windows: none open",
+    ] {
+        assert!(
+            screen.contains(expected),
+            "missing {expected:?} in alpha's status:\n{screen}"
+        );
+    }
+    let beta_screen = text(&tandemctl(&rig, Node::Beta, &["status"]));
+    assert!(
+        beta_screen.contains("r0    Secondary  UpToDate  Primary    UpToDate   yes"),
+        "{beta_screen}"
+    );
+    assert!(beta_screen.contains("vm1   alpha"), "{beta_screen}");
+
+    let v = status_json(&rig, Node::Alpha);
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["node"], "alpha");
+    assert_eq!(v["peer"]["state"], "online");
+    assert_eq!(v["resources"][0]["name"], "r0");
+    assert_eq!(v["resources"][0]["role"], "Primary");
+    assert_eq!(v["resources"][0]["peer_disk"], "UpToDate");
+    let vm1 = v["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "vm1")
+        .unwrap();
+    assert_eq!(vm1["here"], "running");
+    assert_eq!(vm1["on_peer"], false);
+    assert_eq!(v["links"].as_array().map(Vec::len), Some(2));
+    assert!(v["links"][0]["rtt_ms"].is_number(), "{}", v["links"][0]);
+
+    let out = tandemctl(&rig, Node::Alpha, &["cleanup"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("no failed domains on record"), "{}", text(&out));
+
+    // No daemon: one line that says what to do.
+    rig.pair_mut()
+        .daemon_mut(Node::Alpha)
+        .stop(Duration::from_secs(5))
+        .unwrap();
+    let out = tandemctl(&rig, Node::Alpha, &["status"]);
+    assert!(!out.status.success());
+    let err = text(&out);
+    assert!(err.contains("tandemd is not running on this host"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn standby_drains_a_host_and_nothing_moves_back_when_it_ends() {
+    let rig = VirtPair::with_domain_running(VirtSetup::default(), "vm1", Node::Alpha).expect("rig");
+    wait_seen_running(&rig, Node::Alpha, "vm1");
+    let out = tandemctl(&rig, Node::Alpha, &["standby", "on", "--wait", "60"]);
+    assert!(out.status.success(), "{}\n{}", text(&out), rig.report());
+    assert!(text(&out).contains("drained: vm1 left this host"), "{}", text(&out));
+    assert_eq!(
+        rig.host(Node::Beta).domstate("vm1").unwrap().as_deref(),
+        Some("running")
+    );
+    assert_eq!(rig.role(Node::Alpha).unwrap(), "Secondary");
+    assert!(text(&tandemctl(&rig, Node::Alpha, &["status"])).contains("STANDBY (draining)"));
+    // A host in standby starts nothing.
+    let refused = rig.host(Node::Alpha).virsh(&["start", "vm1"]).unwrap();
+    assert!(!refused.status.success());
+
+    let out = tandemctl(&rig, Node::Alpha, &["standby", "off"]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        rig.host(Node::Beta).domstate("vm1").unwrap().as_deref(),
+        Some("running")
+    );
+    assert_eq!(
+        rig.host(Node::Alpha).domstate("vm1").unwrap().as_deref(),
+        Some("shut off")
+    );
+    assert_eq!(status_json(&rig, Node::Alpha)["standby"], false);
+    rig.check_invariants().unwrap();
+}

@@ -20,6 +20,7 @@ mod fence;
 mod model;
 mod nodes;
 mod raw;
+pub mod reload;
 mod secret;
 mod source;
 mod validate;

@@ -79,6 +79,14 @@ impl Arbiter {
         self.phase
     }
 
+    /// New timings and number of fence levels (a reloaded configuration):
+    /// a delay, fence or backoff under way keeps its deadline; a round under
+    /// way goes on with the new number of levels.
+    pub fn reconfigure(&mut self, timings: ArbiterTimings, levels: usize) {
+        self.timings = timings;
+        self.levels = levels;
+    }
+
     pub fn levels(&self) -> usize {
         self.levels
     }
@@ -328,5 +336,21 @@ mod tests {
         a.peer_lost(Millis(0), true);
         assert_eq!(a.peer_online(), Some(ArbiterOut::Cancelled));
         assert!(a.tick(Millis(5000), true, || ActionId(1)).is_empty());
+    }
+
+    #[test]
+    fn reconfigured_timings_and_levels_apply_from_the_next_deadline() {
+        let mut a = Arbiter::new(timings(2000), 2);
+        a.peer_lost(Millis(0), true);
+        a.reconfigure(timings(500), 1);
+        // The delay under way keeps its deadline.
+        assert!(a.tick(Millis(1999), true, || ActionId(1)).is_empty());
+        assert_eq!(a.tick(Millis(2000), true, || ActionId(1)).len(), 1);
+        // One level now: its failure ends the round.
+        let out = a.fence_result(Millis(2010), Err("bmc down".into()), || ActionId(2));
+        assert!(matches!(out[1], ArbiterOut::RoundFailed { round: 1, .. }), "{out:?}");
+        a.peer_online();
+        a.peer_lost(Millis(10_000), true);
+        assert_eq!(a.next_deadline(), Some(Millis(10_500)));
     }
 }

@@ -29,7 +29,31 @@ pub(super) struct Takeover {
     attempts: u32,
 }
 
+/// How far a takeover got (for the status screen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TakeoverStage {
+    Waiting,
+    Promoting,
+    Starting,
+}
+
 impl Takeover {
+    pub(super) fn stage(&self) -> TakeoverStage {
+        match self.step {
+            Step::Waiting { .. } => TakeoverStage::Waiting,
+            Step::Promoting => TakeoverStage::Promoting,
+            Step::Starting => TakeoverStage::Starting,
+        }
+    }
+
+    pub(super) fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    pub(super) fn last_error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
     fn new() -> Self {
         Takeover {
             step: Step::Waiting { retry_at: None },
@@ -95,6 +119,28 @@ impl Core {
         }
     }
 
+    /// A takeover ends without the domain: reported now, and kept in the
+    /// failures until an operator's cleanup.
+    fn skip_takeover(&mut self, domain: DomainName, reason: String, out: &mut Vec<Action>) {
+        self.failed.insert(domain.clone(), reason.clone());
+        out.push(Action::Event(Event::FailoverSkipped { domain, reason }));
+    }
+
+    /// `tandemctl cleanup`: forgets the failures; with the peer still fenced,
+    /// each failed domain that does not run here gets a fresh takeover, which
+    /// checks everything (windows, UpToDate disks) again from the start.
+    pub(super) fn cleanup_failures(&mut self) {
+        let failed = std::mem::take(&mut self.failed);
+        if !matches!(self.membership.state(), PeerState::Fenced { .. }) {
+            return;
+        }
+        for domain in failed.into_keys() {
+            if self.local_run(&domain) != DomainRun::Running {
+                self.takeovers.entry(domain).or_insert_with(Takeover::new);
+            }
+        }
+    }
+
     pub(super) fn advance_takeovers(&mut self, now: Millis, out: &mut Vec<Action>) {
         if !matches!(self.membership.state(), PeerState::Fenced { .. } | PeerState::Online) {
             return;
@@ -137,10 +183,7 @@ impl Core {
                     t.attempts += 1;
                     if t.attempts >= TAKEOVER_ATTEMPTS {
                         self.takeovers.remove(&domain);
-                        out.push(Action::Event(Event::FailoverSkipped {
-                            domain,
-                            reason: format!("gave up after {TAKEOVER_ATTEMPTS} attempts: {e}"),
-                        }));
+                        self.skip_takeover(domain, format!("gave up after {TAKEOVER_ATTEMPTS} attempts: {e}"), out);
                         return;
                     }
                 }
@@ -151,7 +194,7 @@ impl Core {
                 });
                 if let Some(reason) = stale {
                     self.takeovers.remove(&domain);
-                    out.push(Action::Event(Event::FailoverSkipped { domain, reason }));
+                    self.skip_takeover(domain, reason, out);
                     return;
                 }
                 let mut ids = BTreeSet::new();
@@ -179,5 +222,129 @@ impl Core {
                 out.push(Action::Event(Event::DomainTakenOver { domain }));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::super::*;
+
+    fn observed(disk: DiskState) -> Input {
+        Input::ResourceObserved {
+            resource: "r0".into(),
+            observation: ResourceObservation {
+                role: Role::Secondary,
+                disk,
+                connected: false,
+                peer_role: Role::Unknown,
+                peer_disk: DiskState::Unknown,
+            },
+        }
+    }
+
+    /// vm1 runs on the peer, r0 here is Outdated; the peer dies and is fenced.
+    fn fenced_with_vm1_skipped() -> Core {
+        let cfg = CoreConfig::with_defaults(NodeId(0), vec!["r0".into()]);
+        let mut c = Core::new(cfg, 1, Persisted::default());
+        c.handle(
+            Millis(0),
+            Input::DomainDefined {
+                domain: "vm1".into(),
+                resources: vec!["r0".into()],
+            },
+        )
+        .unwrap();
+        let summary = Summary {
+            domains: vec!["vm1".into()],
+            primaries: vec!["r0".into()],
+            standby: false,
+        };
+        for link in 0..2 {
+            c.handle(
+                Millis(10),
+                Input::Heartbeat {
+                    link: LinkId(link),
+                    heartbeat: Heartbeat {
+                        from: NodeId(1),
+                        boot: 2,
+                        counter: 1 + u64::from(link),
+                        summary: summary.clone(),
+                    },
+                },
+            )
+            .unwrap();
+        }
+        c.handle(Millis(20), observed(DiskState::Outdated)).unwrap();
+        assert_eq!(c.domain_views()[0].on_peer, Some(true));
+        let out = c.handle(Millis(5000), Input::Tick).unwrap();
+        let fence = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Fence { action, .. } => Some(*action),
+                _ => None,
+            })
+            .expect("the preferred node fences at once");
+        let out = c
+            .handle(
+                Millis(5100),
+                Input::FenceDone {
+                    action: fence,
+                    result: Ok(()),
+                },
+            )
+            .unwrap();
+        assert!(
+            out.iter().any(
+                |a| matches!(a, Action::Event(Event::FailoverSkipped { reason, .. }) if reason.contains("Outdated"))
+            ),
+            "{out:?}"
+        );
+        c
+    }
+
+    #[test]
+    fn a_skipped_takeover_is_a_failure_until_cleanup_retries_it() {
+        let mut c = fenced_with_vm1_skipped();
+        let failures = c.failure_views();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].domain, "vm1");
+        assert!(failures[0].reason.contains("r0 is Outdated here"), "{failures:?}");
+        assert_eq!(c.domain_views()[0].on_peer, None, "the peer is not online");
+        // Nothing happens by itself once the data is good again...
+        let out = c.handle(Millis(6000), observed(DiskState::UpToDate)).unwrap();
+        assert!(!out.iter().any(|a| matches!(a, Action::Drbd { .. })), "{out:?}");
+        // ...until an operator cleans up: a fresh takeover promotes r0.
+        let out = c.handle(Millis(7000), Input::OperatorCleanup).unwrap();
+        assert!(c.failure_views().is_empty());
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Drbd { op: DrbdOp::Promote { resource }, .. } if resource.0 == "r0")),
+            "{out:?}"
+        );
+        let views = c.domain_views();
+        assert_eq!(views[0].takeover.as_ref().map(|t| t.stage), Some("promoting"));
+    }
+
+    #[test]
+    fn cleanup_with_the_peer_back_only_forgets() {
+        let mut c = fenced_with_vm1_skipped();
+        c.handle(Millis(6000), observed(DiskState::UpToDate)).unwrap();
+        c.handle(
+            Millis(6100),
+            Input::Heartbeat {
+                link: LinkId(0),
+                heartbeat: Heartbeat {
+                    from: NodeId(1),
+                    boot: 3,
+                    counter: 1,
+                    summary: Summary::default(),
+                },
+            },
+        )
+        .unwrap();
+        let out = c.handle(Millis(7000), Input::OperatorCleanup).unwrap();
+        assert!(c.failure_views().is_empty());
+        assert!(!out.iter().any(|a| matches!(a, Action::Drbd { .. })), "{out:?}");
     }
 }

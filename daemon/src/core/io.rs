@@ -81,6 +81,9 @@ pub enum Input {
     OperatorStandby { on: bool },
     /// Operator: fence the peer now, even if it was never seen since start.
     OperatorFence,
+    /// Operator (`tandemctl cleanup`): forget the failures; domains a failover
+    /// gave up on are tried again while the peer stays fenced.
+    OperatorCleanup,
 }
 
 /// How DRBD's fence-peer handler is to exit.

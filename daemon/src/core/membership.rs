@@ -68,6 +68,12 @@ impl Membership {
         }
     }
 
+    /// A new silence limit (a reloaded configuration); it counts from each
+    /// link's last heartbeat, as the old one did.
+    pub fn set_dead_after_ms(&mut self, dead_after_ms: u64) {
+        self.dead_after_ms = dead_after_ms;
+    }
+
     pub fn state(&self) -> PeerState {
         self.state
     }

@@ -15,6 +15,7 @@ mod io;
 pub mod membership;
 mod protocol;
 mod types;
+mod views;
 mod windows;
 
 #[cfg(test)]
@@ -26,6 +27,7 @@ pub use io::{Action, DrbdOp, Event, FencePeerVerdict, Input, Persisted, Persiste
 pub use membership::PeerState;
 pub use protocol::{Heartbeat, PeerBody, PeerMessage, Summary, WindowId};
 pub use types::*;
+pub use views::{DomainView, FailureView, ResourceView, TakeoverView};
 
 use arbiter::{Arbiter, ArbiterOut};
 use failover::Takeover;
@@ -124,6 +126,8 @@ pub struct Core {
     handed_over: BTreeSet<DomainName>,
     peer_msg: Option<(u64, u64)>,
     standby: bool,
+    /// Domains a failover gave up on, with the reason (until a cleanup).
+    failed: BTreeMap<DomainName, String>,
     next_action: u64,
     next_seq: u64,
     next_window: u64,
@@ -155,6 +159,7 @@ impl Core {
             handed_over: BTreeSet::new(),
             peer_msg: None,
             standby: false,
+            failed: BTreeMap::new(),
             next_action: 1,
             next_seq: 1,
             next_window: 1,
@@ -183,6 +188,22 @@ impl Core {
 
     pub fn arbiter_phase(&self) -> ArbiterPhase {
         self.arbiter.phase()
+    }
+
+    /// Takes the timings and the peer's number of fence levels of a reloaded
+    /// configuration (config/reload.rs decides what a reload may change).
+    /// Deadlines already set keep their time; the ones set from now on use
+    /// the new values, and the peer is lost after the new `dead_after_ms`
+    /// of silence. The node, its links and resources stay as they are.
+    pub fn reconfigure(&mut self, cfg: &CoreConfig) {
+        self.cfg.dead_after_ms = cfg.dead_after_ms;
+        self.cfg.arbiter = cfg.arbiter.clone();
+        self.cfg.peer_fence_levels = cfg.peer_fence_levels;
+        self.cfg.window_deadline_ms = cfg.window_deadline_ms;
+        self.cfg.request_timeout_ms = cfg.request_timeout_ms;
+        self.cfg.retry_ms = cfg.retry_ms;
+        self.membership.set_dead_after_ms(cfg.dead_after_ms);
+        self.arbiter.reconfigure(cfg.arbiter.clone(), cfg.peer_fence_levels);
     }
 
     pub fn membership(&self) -> &Membership {
@@ -315,6 +336,7 @@ impl Core {
                 }
             }
             Input::OperatorFence => self.arbiter.operator_fence(now),
+            Input::OperatorCleanup => self.cleanup_failures(),
         }
         self.advance(now, &mut out);
         Ok(out)

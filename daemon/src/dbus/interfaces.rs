@@ -135,6 +135,10 @@ impl Cluster {
         done(self.shared.ask(Call::FencePeerNow).await?)
     }
 
+    async fn cleanup(&self) -> Result<(), Error> {
+        done(self.shared.ask(Call::Cleanup).await?)
+    }
+
     // Node, peer and boot never change while the daemon runs: the first status is
     // read before anything is registered (see mod.rs).
     #[zbus(property(emits_changed_signal = "const"))]

@@ -100,9 +100,12 @@ async fn run(handle: Handle, resources: BTreeSet<String>) {
         let error = match tokio::time::timeout(CONNECT_TIMEOUT, connect(&shared)).await {
             Ok(Ok(conn)) => {
                 info!(name = BUS_NAME, "D-Bus service ready");
+                shared.handle.set_bus_ready(true);
                 delay = RETRY_FIRST;
                 last_error = None;
-                match watch(&conn, &shared, &mut status).await {
+                let ended = watch(&conn, &shared, &mut status).await;
+                shared.handle.set_bus_ready(false);
+                match ended {
                     Ended::DaemonStopping => return,
                     Ended::BusLost => "the connection to the bus closed".to_string(),
                 }

@@ -98,6 +98,14 @@ impl FenceHistory {
             .cloned()
     }
 
+    /// Drops the failed attempts (`tandemctl cleanup`); confirmed ones stay.
+    pub fn forget_failures(&self) {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|r| r.result.is_ok());
+    }
+
     pub fn len(&self) -> usize {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).len()
     }

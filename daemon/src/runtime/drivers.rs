@@ -7,15 +7,16 @@ use crate::core::{ActionId, DomainName, DrbdOp, Input, NodeId};
 use crate::drbd::{DrbdDriver, DrbdOptions};
 use crate::fence::{FenceAction, FenceHistory, FenceLevels, PowerState};
 use crate::hypervisor::{Hypervisor, HypervisorError, Libvirt, PeerLibvirt, WatchConfig, Watcher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 #[derive(Debug)]
 pub struct Drivers {
-    /// The peer's fence levels (this node only ever fences its peer).
-    fence: Arc<FenceLevels>,
+    /// The peer's fence levels (this node only ever fences its peer); a
+    /// reload replaces them, a fence under way keeps the ones it started with.
+    fence: Mutex<Arc<FenceLevels>>,
     history: FenceHistory,
     drbd: Arc<DrbdDriver>,
     /// The hypervisor driver, or why this configuration has none.
@@ -27,7 +28,9 @@ impl Drivers {
     pub fn new(cfg: &Config, me: NodeId, results: mpsc::Sender<Input>) -> Self {
         let peer = cfg.node(me.other());
         let history = FenceHistory::default();
-        let fence = Arc::new(FenceLevels::new(peer.name.clone(), &peer.fence).with_history(history.clone()));
+        let fence = Mutex::new(Arc::new(
+            FenceLevels::new(peer.name.clone(), &peer.fence).with_history(history.clone()),
+        ));
         let drbd = Arc::new(DrbdDriver::new(&cfg.drbd, DrbdOptions::default()));
         let hypervisor: Result<Arc<dyn Hypervisor>, &'static str> = match &cfg.hypervisor {
             // Connects on first use and again after libvirtd restarts, so a
@@ -122,6 +125,13 @@ impl Drivers {
         });
     }
 
+    /// Rebuilds the peer's fence devices from a reloaded configuration.
+    pub fn replace_peer_fence(&self, cfg: &Config, me: NodeId) {
+        let peer = cfg.node(me.other());
+        let levels = Arc::new(FenceLevels::new(peer.name.clone(), &peer.fence).with_history(self.history.clone()));
+        *self.fence.lock().unwrap_or_else(PoisonError::into_inner) = levels;
+    }
+
     pub fn fence_history(&self) -> &FenceHistory {
         &self.history
     }
@@ -145,7 +155,7 @@ impl Drivers {
 
     /// Powers the peer off through fence level `level` and confirms it.
     pub fn fence(&self, action: ActionId, level: usize) {
-        let levels = self.fence.clone();
+        let levels = self.fence.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let tx = self.results.clone();
         tokio::spawn(async move {
             let started = Instant::now();

@@ -3,6 +3,7 @@
 
 mod clock;
 mod drivers;
+mod reload;
 mod requests;
 mod status;
 
@@ -13,6 +14,7 @@ use crate::state;
 use drivers::Drivers;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -31,6 +33,13 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// Where the D-Bus service is offered.
     pub dbus: crate::dbus::Bus,
+    /// systemd's notification socket (a no-op when not under systemd).
+    pub notifier: Arc<crate::systemd::Notifier>,
+}
+
+/// The fragments directory, when it exists now (it may appear before a reload).
+fn fragments_dir(opts: &Options) -> Option<PathBuf> {
+    opts.fragments.clone().filter(|p| p.is_dir())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +66,9 @@ pub enum RuntimeError {
     Signal(std::io::Error),
 }
 
-/// Runs until SIGTERM or SIGINT.
+/// Runs until SIGTERM or SIGINT; SIGHUP reloads the configuration.
 pub async fn run(opts: Options) -> Result<(), RuntimeError> {
-    let cfg = config::load(&opts.config, opts.fragments.as_deref())?;
+    let mut cfg = config::load(&opts.config, fragments_dir(&opts).as_deref())?;
     let me = cfg.local(opts.node.as_deref())?;
     let key = net::load_key(&cfg.cluster.authkey)?;
     std::fs::create_dir_all(&opts.state_dir).map_err(|source| RuntimeError::StateDir {
@@ -124,7 +133,19 @@ pub async fn run(opts: Options) -> Result<(), RuntimeError> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(RuntimeError::Signal)?;
     let mut int =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(RuntimeError::Signal)?;
+    let mut hup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(RuntimeError::Signal)?;
     let mut status_tick = tokio::time::interval(Duration::from_millis(200));
+    // systemd: READY=1 once the peer link listens (it does: both were bound
+    // above) and the D-Bus name is owned; WATCHDOG=1 from this loop only.
+    let notifier = opts.notifier.clone();
+    let mut bus_ready = ctx_bus_ready(&requests, opts.dbus);
+    let mut ready_sent = false;
+    let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
+    let mut reloads = 0u64;
+    if bus_ready.is_some() {
+        notifier.status("starting: waiting to own org.tandem.Tandem1 on the D-Bus system bus");
+    }
     let mut ctx = Ctx {
         state_path,
         host_boot,
@@ -150,10 +171,48 @@ pub async fn run(opts: Options) -> Result<(), RuntimeError> {
             Some(result) = drv_rx.recv() => Some(result),
             _ = tokio::time::sleep_until(wake) => Some(Input::Tick),
             _ = status_tick.tick() => None,
+            _ = watchdog_tick(&mut watchdog) => {
+                notifier.watchdog();
+                None
+            }
+            Some(()) = bus_changed(&mut bus_ready) => {
+                if ready_sent {
+                    notifier.status(&bus_status(&bus_ready));
+                }
+                None
+            }
+            _ = hup.recv() => {
+                // Before the first READY=1 a reload is no systemd reload, and
+                // must not report the start done.
+                if ready_sent {
+                    notifier.reloading();
+                }
+                let outcome = reload::reload(&opts, me, &mut cfg, &mut core, ctx.drivers);
+                reloads += 1;
+                ctx.status.set_config(&cfg, me, reloads, outcome.to_json(status::unix_ms()));
+                if ready_sent {
+                    notifier.ready(&outcome.summary());
+                } else {
+                    notifier.status(&outcome.summary());
+                }
+                None
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         };
+        let bus_ok = match &bus_ready {
+            None => true,
+            Some(r) => *r.borrow(),
+        };
+        if !ready_sent && bus_ok {
+            ready_sent = true;
+            info!("tandemd ready");
+            notifier.ready(&bus_status(&bus_ready));
+        }
         if let Some(input) = input {
+            if input == Input::OperatorCleanup {
+                drivers.fence_history().forget_failures();
+            }
             match core.handle(clock.now(), input.clone()) {
                 Ok(actions) => {
                     if let Some(reply) = immediate.take() {
@@ -186,6 +245,7 @@ pub async fn run(opts: Options) -> Result<(), RuntimeError> {
         ctx.requests.status.send_replace(v);
     }
     info!("tandemd stopping");
+    notifier.stopping();
     ctx.status
         .update(&core, &heartbeats.stats(), &control.status(), drivers.fence_history());
     drbd_watch.abort();
@@ -193,6 +253,46 @@ pub async fn run(opts: Options) -> Result<(), RuntimeError> {
     drop(heartbeats);
     drop(control);
     Ok(())
+}
+
+/// Whether the D-Bus service owns its name, watched for readiness; `None`
+/// without a D-Bus service.
+fn ctx_bus_ready(requests: &Requests, bus: crate::dbus::Bus) -> Option<watch::Receiver<bool>> {
+    match bus {
+        crate::dbus::Bus::System => Some(requests.bus_ready.clone()),
+        crate::dbus::Bus::None => None,
+    }
+}
+
+/// `STATUS=` while running.
+fn bus_status(bus_ready: &Option<watch::Receiver<bool>>) -> String {
+    match bus_ready {
+        None => "running; D-Bus service disabled (--dbus none)".into(),
+        Some(r) if *r.borrow() => "running".into(),
+        Some(_) => "running; D-Bus service unavailable, retrying (hooks and tandemctl cannot reach tandemd)".into(),
+    }
+}
+
+/// The next watchdog keep-alive, or never.
+async fn watchdog_tick(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The D-Bus service's readiness changed; never, without one (or once its
+/// side is gone).
+async fn bus_changed(bus_ready: &mut Option<watch::Receiver<bool>>) -> Option<()> {
+    match bus_ready {
+        Some(r) => match r.changed().await {
+            Ok(()) => Some(()),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// Restores the state of a previous run on this same host boot. After a host

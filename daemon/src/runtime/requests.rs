@@ -5,6 +5,7 @@
 use crate::core::{DomainName, FencePeerVerdict, Input, RequestId, ResourceName};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// What a client asks.
@@ -37,6 +38,8 @@ pub enum Call {
     Standby { on: bool },
     /// Operator: fence the peer now.
     FencePeerNow,
+    /// Operator: forget failures, retry failed takeovers.
+    Cleanup,
 }
 
 /// The answer to a [`Call`].
@@ -66,9 +69,16 @@ pub struct Handle {
     tx: mpsc::Sender<Request>,
     status: watch::Receiver<Value>,
     events: broadcast::Sender<Value>,
+    /// Whether the D-Bus service owns its name (systemd readiness waits for it).
+    bus_ready: Arc<watch::Sender<bool>>,
 }
 
 impl Handle {
+    /// The D-Bus service says it owns its name (`true`) or lost the bus.
+    pub fn set_bus_ready(&self, ready: bool) {
+        self.bus_ready.send_replace(ready);
+    }
+
     /// Asks the core and waits for its answer (hooks wait until DRBD is done).
     pub async fn call(&self, call: Call) -> Result<Reply, HandleError> {
         let (reply, rx) = oneshot::channel();
@@ -96,6 +106,8 @@ pub(crate) struct Requests {
     pub(crate) rx: mpsc::Receiver<Request>,
     pub(crate) status: watch::Sender<Value>,
     pub(crate) events: broadcast::Sender<Value>,
+    /// See [`Handle::set_bus_ready`].
+    pub(crate) bus_ready: watch::Receiver<bool>,
     waiting: BTreeMap<RequestId, oneshot::Sender<Reply>>,
     next: u64,
 }
@@ -105,15 +117,18 @@ impl Requests {
         let (tx, rx) = mpsc::channel(64);
         let (status, status_rx) = watch::channel(Value::Null);
         let (events, _) = broadcast::channel(256);
+        let (bus_ready, bus_ready_rx) = watch::channel(false);
         let handle = Handle {
             tx,
             status: status_rx,
             events: events.clone(),
+            bus_ready: Arc::new(bus_ready),
         };
         let requests = Requests {
             rx,
             status,
             events,
+            bus_ready: bus_ready_rx,
             waiting: BTreeMap::new(),
             next: 1,
         };
@@ -150,6 +165,7 @@ impl Requests {
             Call::Stop { domain, force } => Input::OperatorStop { request, domain, force },
             Call::Standby { on } => return (Input::OperatorStandby { on }, Some(req.reply)),
             Call::FencePeerNow => return (Input::OperatorFence, Some(req.reply)),
+            Call::Cleanup => return (Input::OperatorCleanup, Some(req.reply)),
         };
         self.waiting.insert(request, req.reply);
         (input, None)

@@ -24,9 +24,11 @@ pub struct StatusFile {
     boot: u64,
     events: VecDeque<(u64, String)>,
     peer_since: u64,
+    /// The running configuration's files and timings, and the last reload.
+    config: Value,
 }
 
-fn unix_ms() -> u64 {
+pub(super) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -60,7 +62,14 @@ impl StatusFile {
             boot,
             events: VecDeque::new(),
             peer_since: unix_ms(),
+            config: config_json(cfg, me, 0, Value::Null),
         }
+    }
+
+    /// The configuration now running, after reload number `reloads` that
+    /// ended as `last_reload` says.
+    pub fn set_config(&mut self, cfg: &Config, me: NodeId, reloads: u64, last_reload: Value) {
+        self.config = config_json(cfg, me, reloads, last_reload);
     }
 
     /// Records an event; returns it as status shows it.
@@ -145,9 +154,15 @@ impl StatusFile {
                 "refused": control.counters.refused,
             },
             "arbiter": arbiter_word(core.arbiter_phase()),
+            "standby": core.standby(),
+            "peer_standby": core.peer_standby(),
+            "resources": core.resource_views(),
+            "domains": core.domain_views(),
+            "failures": core.failure_views(),
             "windows": core.open_windows().map(|(id, d)| json!({"id": id.to_string(), "domain": d.0})).collect::<Vec<_>>(),
             "events": events,
             "fence_history": fences,
+            "config": self.config,
         })
     }
 
@@ -177,4 +192,28 @@ impl StatusFile {
         }
         v
     }
+}
+
+/// The status file's `config`: what runs, so an operator (and the tests) can
+/// see that a reload took effect.
+fn config_json(cfg: &Config, me: NodeId, reloads: u64, last_reload: Value) -> Value {
+    let t = &cfg.timing;
+    json!({
+        "files": cfg.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "preferred": cfg.node(cfg.cluster.preferred).name,
+        "peer_fence_levels": cfg.node(me.other()).fence.len(),
+        "timing": {
+            "heartbeat_interval_ms": t.heartbeat_interval_ms,
+            "dead_after_ms": t.dead_after_ms,
+            "fence_delay_ms": t.fence_delay_ms,
+            "fence_timeout_ms": t.fence_timeout_ms,
+            "fence_backoff_initial_ms": t.fence_backoff_initial_ms,
+            "fence_backoff_max_ms": t.fence_backoff_max_ms,
+            "migration_window_s": t.migration_window_s,
+            "request_timeout_ms": t.request_timeout_ms,
+            "retry_ms": t.retry_ms,
+        },
+        "reloads": reloads,
+        "last_reload": last_reload,
+    })
 }

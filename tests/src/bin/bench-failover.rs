@@ -14,28 +14,10 @@
 
 use anyhow::{bail, Result};
 use std::time::{Duration, Instant};
-use tandem_tests::bench::{env_num, percentile};
+use tandem_tests::bench::{env_num, percentile, usage};
 use tandem_tests::libvirt::{domain_xml, uuid_v4};
 use tandem_tests::status::{self, unix_ms_now};
 use tandem_tests::{wait_for, FenceSetup, Node, VirtPair, VirtSetup};
-
-/// (VmRSS in kB, utime+stime in clock ticks) of `pid`.
-fn usage(pid: u32) -> Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of stat; `after` starts at field 3.
-    let ticks = fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Ok((rss, ticks))
-}
 
 struct Run {
     total: u64,
