@@ -35,6 +35,7 @@ pub mod inject;
 pub mod lab;
 pub mod libvirt;
 pub mod netns;
+pub mod real_drbd;
 pub mod status;
 pub mod virt_pair;
 

@@ -188,7 +188,32 @@ pub fn promote(l: &mut Locked, name: &str, node: usize, force: bool, fence_faile
         "Primary",
         if force { "primary --force" } else { "primary" },
     )?;
+    forced_resync(l, name, node)?;
     Ok(Promote::Done)
+}
+
+/// A connected node forced UpToDate becomes the sync source of a peer with
+/// worse data (the initial full sync after `primary --force`, seen on a real
+/// 8.4.11: SyncSource, then UpToDate/UpToDate). Resyncs are instant here.
+fn forced_resync(l: &mut Locked, name: &str, node: usize) -> Result<(), Refused> {
+    let r = res(l, name)?;
+    let (me, peer) = (&r.nodes[node], &r.nodes[1 - node]);
+    let worse = matches!(peer.disk.as_str(), "Inconsistent" | "Outdated" | "Consistent");
+    if !(me.connected() && peer.connected() && me.disk == "UpToDate" && worse) {
+        return Ok(());
+    }
+    let from = std::mem::replace(&mut r.nodes[1 - node].disk, "UpToDate".into());
+    r.nodes[1 - node].generation = r.nodes[node].generation;
+    r.nodes[1 - node].generation_at_connect = r.nodes[node].generation;
+    r.nodes[node].generation_at_connect = r.nodes[node].generation;
+    l.record(
+        name,
+        None,
+        "resync",
+        json!({"source": node, "target": 1 - node, "from": from, "why": "primary --force"}),
+    );
+    settle(l);
+    Ok(())
 }
 
 pub fn demote(l: &mut Locked, name: &str, node: usize, force: bool) -> Result<(), Refused> {
@@ -507,6 +532,10 @@ pub fn apply_fence_peer(l: &mut Locked, name: &str, node: usize, exit: i32, epoc
             "peer is unreachable, assumed to be dead"
         }
         5 => "peer unreachable, doing nothing since disk != UpToDate",
+        // The peer is Primary: this node outdates itself, which a Primary
+        // cannot (seen on a real 8.4.11: "State change failed: Need access to
+        // UpToDate data"; the disk stays UpToDate and I/O stays frozen).
+        6 if me.primary() => "peer is active (outdating myself refused: Need access to UpToDate data)",
         6 => {
             me.disk = "Outdated".into();
             "peer is active"

@@ -187,7 +187,7 @@ fn link_break_freezes_the_primary_and_applies_each_exit_code_as_drbd() {
         (3, "Inconsistent", false, "UpToDate"),
         (4, "Outdated", false, "UpToDate"),
         (5, "Outdated", false, "UpToDate"),
-        (6, "DUnknown", true, "Outdated"),
+        (6, "DUnknown", true, "UpToDate"),
         (7, "Outdated", false, "UpToDate"),
         (0, "DUnknown", true, "UpToDate"),
         (1, "DUnknown", true, "UpToDate"),
