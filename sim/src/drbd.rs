@@ -40,6 +40,11 @@ pub struct DrbdResource {
     pub sync_until: Option<u64>,
     /// Split brain detected: DRBD refuses to connect.
     pub standalone: bool,
+    /// After a link break, a side that notices it only at its next ping (a
+    /// real 8.4 with the default `ping-int 10`): until this time it still
+    /// reports itself connected, and `drbdadm outdate` there exits 0 and
+    /// changes nothing.
+    pub late_notice: Option<(usize, u64)>,
 }
 
 /// Why a DRBD operation failed, as drbdadm would say it.
@@ -53,18 +58,25 @@ impl DrbdResource {
             connected: true,
             sync_until: None,
             standalone: false,
+            late_notice: None,
         }
     }
 
-    pub fn observe(&self, n: usize) -> ResourceObservation {
+    /// Whether side `n` still believes the connection is up at `now`.
+    fn sees_connected(&self, n: usize, now: u64) -> bool {
+        self.connected || self.late_notice.is_some_and(|(side, until)| side == n && now < until)
+    }
+
+    pub fn observe(&self, n: usize, now: u64) -> ResourceObservation {
         let me = &self.sides[n];
         let peer = &self.sides[1 - n];
+        let connected = self.sees_connected(n, now);
         ResourceObservation {
             role: me.role,
             disk: me.disk,
-            connected: self.connected,
-            peer_role: if self.connected { peer.role } else { Role::Unknown },
-            peer_disk: if self.connected { peer.disk } else { DiskState::Unknown },
+            connected,
+            peer_role: if connected { peer.role } else { Role::Unknown },
+            peer_disk: if connected { peer.disk } else { DiskState::Unknown },
         }
     }
 
@@ -139,8 +151,12 @@ impl DrbdResource {
         Ok(())
     }
 
-    /// `drbdadm outdate`: only on a disconnected Secondary.
-    pub fn outdate(&mut self, n: usize) -> DrbdResult {
+    /// `drbdadm outdate`: only on a disconnected Secondary; as DRBD 8.4 on a
+    /// side that has not noticed the broken link yet, exit 0 and no change.
+    pub fn outdate(&mut self, n: usize, now: u64) -> DrbdResult {
+        if !self.connected && self.sees_connected(n, now) && self.sides[n].role != Role::Primary {
+            return Ok(());
+        }
         let me = &self.sides[n];
         if !me.up {
             return Err("drbd is not running".into());
@@ -167,6 +183,7 @@ impl DrbdResource {
     /// fence-peer handler).
     pub fn disconnect(&mut self) -> Vec<usize> {
         self.connected = false;
+        self.late_notice = None;
         self.sync_until = None;
         let mut frozen = Vec::new();
         for (n, s) in self.sides.iter_mut().enumerate() {
@@ -192,6 +209,7 @@ impl DrbdResource {
             return Err(format!("{}: split brain detected, connection refused", self.name));
         }
         self.connected = true;
+        self.late_notice = None;
         let source = self.sides.iter().position(|s| s.ahead).or_else(|| {
             self.sides
                 .iter()
@@ -277,7 +295,7 @@ mod tests {
     fn outdated_disk_cannot_be_promoted_and_demote_waits_for_holders() {
         let mut r = DrbdResource::new("r0");
         r.disconnect();
-        r.outdate(1).unwrap();
+        r.outdate(1, 0).unwrap();
         assert!(r.promote(1, true).unwrap_err().contains("UpToDate"));
         r.promote(0, true).unwrap();
         assert!(r.demote(0, true).unwrap_err().contains("held open"));

@@ -102,9 +102,16 @@ fn fencing_works(w: &World, target: usize) -> bool {
     levels.contains(&DeviceMode::Works) && !levels.contains(&DeviceMode::Hangs)
 }
 
+/// Whether the survivor must be able to take domain `d` over. Not when the
+/// failing host's DRBD is frozen with its fence-peer handler waiting on the
+/// survivor to outdate the disk: the survivor cannot know whether its "done"
+/// reached the peer (which then wrote on), so outdated data stays outdated.
 fn survivor_can_take(w: &World, survivor: usize, d: usize) -> bool {
     let res = &w.drbd[d];
-    res.sides[survivor].disk == DiskState::UpToDate && !res.sides[1 - survivor].ahead && !res.standalone
+    res.sides[survivor].disk == DiskState::UpToDate
+        && !res.sides[1 - survivor].ahead
+        && !res.sides[1 - survivor].frozen
+        && !res.standalone
 }
 
 fn known_running(w: &World, h: usize) -> Vec<usize> {

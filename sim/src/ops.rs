@@ -352,7 +352,7 @@ impl World {
                 result
             }
             DrbdOp::DualPrimary { allow, .. } => self.drbd[r].set_dual(h, allow),
-            DrbdOp::Outdate { .. } => self.drbd[r].outdate(h),
+            DrbdOp::Outdate { .. } => self.drbd[r].outdate(h, self.now),
         };
         if self.daemon_boot(h) == Some(boot) {
             self.feed(h, Input::ActionDone { action, result });

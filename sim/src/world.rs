@@ -506,7 +506,7 @@ impl World {
             };
             let mut pending = Vec::new();
             for (r, res) in self.drbd.iter().enumerate() {
-                let obs = res.observe(h);
+                let obs = res.observe(h, self.now);
                 if d.fed_res[r] != Some(obs) {
                     pending.push(Obs::Res(r, obs));
                 }
@@ -559,6 +559,15 @@ impl World {
             if res.connected && !should {
                 let frozen = res.disconnect();
                 changed = true;
+                // Half the time a side that did not freeze notices the break
+                // only at its next ping, up to 10 s later (8.4's ping-int).
+                if let [f] = frozen[..] {
+                    if self.rng.gen_bool(0.5) {
+                        let until = self.now + self.rng.gen_range(100..10_000);
+                        self.drbd[r].late_notice = Some((1 - f, until));
+                        self.schedule(until, Ev::Nudge);
+                    }
+                }
                 self.log(|| format!("r{r}: disconnected, frozen I/O on {frozen:?}"));
                 for n in frozen {
                     self.run_fence_peer(n, HookCtx::FencePeerConn { res: r }, r);

@@ -49,6 +49,9 @@ pub(super) struct FencePeerWait {
     pub(super) token: Option<u64>,
     /// Answered `Undecided` (I/O stays frozen) if nothing is established by then.
     pub(super) deadline: Millis,
+    /// DRBD here was seen disconnected since the handler asked: seen connected
+    /// after that, the link is back and the question moot.
+    link_seen_down: bool,
 }
 
 impl Core {
@@ -345,6 +348,7 @@ impl Core {
             resource,
             token: None,
             deadline: now.plus(self.cfg.arbiter.fence_timeout_ms.saturating_mul(4)),
+            link_seen_down: false,
         };
         self.fence_peer.insert(request, wait);
         if self.membership.state() == PeerState::Online {
@@ -379,34 +383,6 @@ impl Core {
         }
     }
 
-    /// The peer's handler asks this node to outdate its disk.
-    pub(super) fn peer_outdate(&mut self, token: u64, resource: ResourceName, out: &mut Vec<Action>) {
-        let primary = self.observation(&resource).is_some_and(|o| o.role == Role::Primary);
-        let in_use = self
-            .domains
-            .values()
-            .any(|d| d.run != DomainRun::Stopped && d.resources.contains(&resource));
-        if primary || in_use {
-            let reason = format!("resource {resource} is Primary or in use on this host");
-            out.push(Action::Event(Event::PeerRequestRefused {
-                what: format!("outdate {resource}"),
-                reason: reason.clone(),
-            }));
-            let msg = self.send(PeerBody::OutdateAnswer {
-                token,
-                resource,
-                result: Err(reason),
-            });
-            out.push(msg);
-            return;
-        }
-        let owner = Owner::LocalOutdate {
-            token,
-            resource: resource.clone(),
-        };
-        self.drbd(owner, DrbdOp::Outdate { resource }, out);
-    }
-
     pub(super) fn outdate_answer(&mut self, token: u64, result: Result<(), String>, out: &mut Vec<Action>) {
         let Some(request) = self
             .fence_peer
@@ -426,6 +402,36 @@ impl Core {
 
     /// Handlers answered by a confirmed fence, or given up at their deadline.
     pub(super) fn advance_fence_peer(&mut self, now: Millis, out: &mut Vec<Action>) {
+        // The replication link came back while a handler waited: DRBD ignores
+        // the handler's answer now, and the peer must stop trying to outdate
+        // (a retry there after a later break would outdate it for a question
+        // nobody asks any more).
+        let requests: Vec<RequestId> = self.fence_peer.keys().copied().collect();
+        for request in requests {
+            let Some(w) = self.fence_peer.get(&request) else {
+                continue;
+            };
+            let connected = self.observation(&w.resource).is_some_and(|o| o.connected);
+            if !connected {
+                if let Some(w) = self.fence_peer.get_mut(&request) {
+                    w.link_seen_down = true;
+                }
+                continue;
+            }
+            if !w.link_seen_down {
+                continue;
+            }
+            let token = w.token;
+            self.fence_peer.remove(&request);
+            if let Some(token) = token {
+                let msg = self.send(PeerBody::OutdateCancel { token });
+                out.push(msg);
+            }
+            out.push(Action::FencePeerAnswer {
+                request,
+                verdict: FencePeerVerdict::Undecided("the replication link is back".into()),
+            });
+        }
         let fenced = matches!(self.membership.state(), PeerState::Fenced { .. });
         let done: Vec<RequestId> = self
             .fence_peer

@@ -13,6 +13,7 @@ mod failover;
 mod hooks;
 mod io;
 pub mod membership;
+mod outdate;
 mod protocol;
 mod types;
 mod views;
@@ -128,6 +129,8 @@ pub struct Core {
     standby: bool,
     /// Domains a failover gave up on, with the reason (until a cleanup).
     failed: BTreeMap<DomainName, String>,
+    /// Outdates the peer asked for, by its token, until DRBD shows them.
+    outdating: BTreeMap<u64, outdate::LocalOutdate>,
     next_action: u64,
     next_seq: u64,
     next_window: u64,
@@ -160,6 +163,7 @@ impl Core {
             peer_msg: None,
             standby: false,
             failed: BTreeMap::new(),
+            outdating: BTreeMap::new(),
             next_action: 1,
             next_seq: 1,
             next_window: 1,
@@ -238,12 +242,14 @@ impl Core {
         let windows = self.windows.values().filter_map(|w| w.next_deadline());
         let takeovers = self.takeovers.values().filter_map(|t| t.retry_at());
         let fence_peer = self.fence_peer.values().map(|f| f.deadline);
+        let outdates = self.outdating.values().map(outdate::LocalOutdate::next_deadline);
         [self.membership.next_deadline(), self.arbiter.next_deadline()]
             .into_iter()
             .flatten()
             .chain(windows)
             .chain(takeovers)
             .chain(fence_peer)
+            .chain(outdates)
             .min()
     }
 
@@ -352,6 +358,7 @@ impl Core {
         self.arbiter_out(now, outs, out);
         self.advance_windows(now, out);
         self.advance_fence_peer(now, out);
+        self.advance_outdates(now, out);
         self.advance_takeovers(now, out);
     }
 
@@ -419,7 +426,10 @@ impl Core {
         }
         // Validate the body before the sequence number is consumed.
         match &msg.body {
-            PeerBody::EnterDual { .. } | PeerBody::Outdate { .. } | PeerBody::Definition { .. } => {}
+            PeerBody::EnterDual { .. }
+            | PeerBody::Outdate { .. }
+            | PeerBody::Definition { .. }
+            | PeerBody::OutdateCancel { .. } => {}
             PeerBody::EnterDualAnswer { window, .. } | PeerBody::LeaveDual { window } => {
                 if !self.windows.contains_key(window) {
                     return Err(CoreError::UnknownWindow(*window));
@@ -445,8 +455,11 @@ impl Core {
             } => self.peer_enter_dual(now, window, domain, resources, out),
             PeerBody::EnterDualAnswer { window, result } => self.peer_enter_dual_answer(now, window, result, out),
             PeerBody::LeaveDual { window } => self.close_window(window, false, "the peer closed it".into(), None, out),
-            PeerBody::Outdate { token, resource } => self.peer_outdate(token, resource, out),
+            PeerBody::Outdate { token, resource } => self.peer_outdate(now, token, resource, out),
             PeerBody::OutdateAnswer { token, result, .. } => self.outdate_answer(token, result, out),
+            PeerBody::OutdateCancel { token } => {
+                self.outdating.remove(&token);
+            }
             PeerBody::Definition { domain, xml } => {
                 // Where a domain runs, its own definition is the one that counts:
                 // the peer's copy may be older.
@@ -487,14 +500,7 @@ impl Core {
                 }
                 self.finish_release(r, out);
             }
-            Owner::LocalOutdate { token, resource } => {
-                let msg = PeerBody::OutdateAnswer {
-                    token,
-                    resource,
-                    result,
-                };
-                out.push(self.send(msg));
-            }
+            Owner::LocalOutdate { token, .. } => self.local_outdate_done(now, token, result),
             Owner::Takeover(d) => {
                 if let Some(t) = self.takeovers.get_mut(&d) {
                     t.finish(now, action, result, self.cfg.retry_ms);

@@ -83,4 +83,7 @@ pub enum PeerBody {
         resource: ResourceName,
         result: Result<(), String>,
     },
+    /// The sender's replication link came back: stop working on `Outdate`
+    /// `token`, and answer nothing.
+    OutdateCancel { token: u64 },
 }

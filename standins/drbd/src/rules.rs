@@ -188,7 +188,9 @@ pub fn promote(l: &mut Locked, name: &str, node: usize, force: bool, fence_faile
         "Primary",
         if force { "primary --force" } else { "primary" },
     )?;
-    forced_resync(l, name, node)?;
+    if force {
+        forced_resync(l, name, node)?;
+    }
     Ok(Promote::Done)
 }
 
