@@ -3,6 +3,7 @@
 //! the hooks, and the daemon's own arbiter and history see it.
 
 use anyhow::{anyhow, bail, Context, Result};
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tandem_api::zbus;
@@ -125,7 +126,35 @@ pub fn migrate(domain: &str, wait: Duration) -> Result<ExitCode> {
     runtime()?.block_on(async {
         let c = cluster(wait).await?;
         let started = Instant::now();
-        c.migrate(domain).await.map_err(explain)?;
+        let call = c.migrate(domain);
+        tokio::pin!(call);
+        let tty = std::io::stdout().is_terminal();
+        let (mut drawn, mut last_tenth) = (false, None);
+        let done = loop {
+            tokio::select! {
+                r = &mut call => break r,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                    let Ok(v) = status_document(&c).await else { continue };
+                    let Some((processed, remaining)) = crate::progress::of(&v, domain) else { continue };
+                    let text = crate::progress::line(domain, processed, remaining);
+                    if tty {
+                        print!("\r{text}");
+                        drawn = true;
+                    } else {
+                        let tenth = crate::progress::percent(processed, remaining) / 10;
+                        if last_tenth != Some(tenth) {
+                            println!("{text}");
+                            last_tenth = Some(tenth);
+                        }
+                    }
+                    let _ = std::io::stdout().flush();
+                }
+            }
+        };
+        if drawn {
+            println!();
+        }
+        done.map_err(explain)?;
         println!("{domain}: migrated in {} ms", started.elapsed().as_millis());
         Ok(ExitCode::SUCCESS)
     })
@@ -160,7 +189,6 @@ pub fn status(json: bool, watch: bool, interval: Duration) -> Result<ExitCode> {
             if json {
                 println!();
             }
-            use std::io::Write;
             let _ = std::io::stdout().flush();
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}

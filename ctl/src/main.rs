@@ -2,6 +2,7 @@
 
 mod cli;
 mod daemon;
+mod progress;
 mod status;
 
 use anyhow::Context;

@@ -234,8 +234,10 @@ pub fn render(v: &Value) -> String {
                 (_, None) => "- (peer not online)".to_owned(),
             };
             let mut note = Vec::new();
-            if d.get("migrating").and_then(Value::as_bool) == Some(true) {
-                note.push("migrating".to_owned());
+            match crate::progress::of(v, s(d, "name")) {
+                Some((done, left)) => note.push(format!("migrating, {}%", crate::progress::percent(done, left))),
+                None if d.get("migrating").and_then(Value::as_bool) == Some(true) => note.push("migrating".to_owned()),
+                None => {}
             }
             if let Some(t) = d.get("takeover").filter(|t| !t.is_null()) {
                 let mut w = format!("taking over: {}", s(t, "stage"));

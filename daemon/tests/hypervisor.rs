@@ -131,6 +131,7 @@ fn migration_is_refused_with_the_reason() {
         .with_peer(tandem::hypervisor::PeerLibvirt {
             uri: peer.into(),
             migration_uri: Some("tcp://192.0.2.2".into()),
+            bandwidth_mib: 0,
         });
     let e = hv.migrate(&d("test")).unwrap_err();
     assert!(

@@ -49,6 +49,8 @@ pub struct VirtSetup {
     /// More resources besides `r0`: `r1`, `r2`, ... (minors 1, 2, ...), each
     /// with its own loop device.
     pub extra_resources: usize,
+    /// More `[hypervisor]` lines (`key = value`).
+    pub hypervisor_extra: Vec<String>,
 }
 
 impl Default for VirtSetup {
@@ -60,6 +62,7 @@ impl Default for VirtSetup {
             fence: None,
             power_kills_host: false,
             extra_resources: 0,
+            hypervisor_extra: Vec::new(),
         }
     }
 }
@@ -237,10 +240,15 @@ impl VirtPair {
                 fence: fencing.fence.clone(),
                 tail: Some(format!(
                     "[drbd]\ndrbdadm = {:?}\ndrbdsetup = {:?}\nresources = [{listed}]\n\n\
-                     [hypervisor]\nkind = \"libvirt\"\nuri = {:?}\n",
+                     [hypervisor]\nkind = \"libvirt\"\nuri = {:?}\n{}",
                     path_str(&drbd.drbdadm())?,
                     path_str(&drbd.drbdsetup())?,
                     hosts[node.index()].uri(),
+                    setup
+                        .hypervisor_extra
+                        .iter()
+                        .map(|l| format!("{l}\n"))
+                        .collect::<String>(),
                 )),
             })
         };

@@ -58,7 +58,12 @@ fn tandemctl_fence_powers_the_peer_off_through_the_daemon() {
 
 #[test]
 fn tandemctl_migrate_moves_a_running_domain_and_says_why_it_cannot() {
-    let rig = VirtPair::start_healthy(VirtSetup::default()).expect("rig");
+    // Capped at 1 MiB/s: the migration lasts long enough to show progress.
+    let setup = VirtSetup {
+        hypervisor_extra: vec!["migration_bandwidth_mib = 1".into()],
+        ..VirtSetup::default()
+    };
+    let rig = VirtPair::start_healthy(setup).expect("rig");
     rig.define_everywhere("vm1").unwrap();
     let out = tandemctl(&rig, Node::Alpha, &["migrate", "vm1"]);
     assert_eq!(out.status.code(), Some(1));
@@ -73,7 +78,12 @@ fn tandemctl_migrate_moves_a_running_domain_and_says_why_it_cannot() {
 
     let out = tandemctl(&rig, Node::Alpha, &["migrate", "vm1"]);
     assert!(out.status.success(), "{}\n{}", text(&out), rig.report());
-    assert!(text(&out).contains("vm1: migrated in"), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("vm1: migrated in"), "{said}");
+    // Not a terminal: a line each time another tenth is done, from libvirt's job statistics.
+    let bars: Vec<&str> = said.lines().filter(|l| l.starts_with("vm1: [")).collect();
+    assert!(!bars.is_empty(), "no progress line in:\n{said}");
+    assert!(bars.iter().all(|b| b.contains('%') && b.ends_with("MiB")), "{bars:?}");
     assert_eq!(
         rig.host(Node::Beta).domstate("vm1").unwrap().as_deref(),
         Some("running")
@@ -243,7 +253,9 @@ fn standby_drains_a_host_and_nothing_moves_back_when_it_ends() {
         rig.host(Node::Beta).domstate("vm1").unwrap().as_deref(),
         Some("running")
     );
-    assert_eq!(rig.role(Node::Alpha).unwrap(), "Secondary");
+    // The source is demoted when its hook releases, just after the switch-over.
+    rig.wait_role(Node::Alpha, "Secondary", Duration::from_secs(10))
+        .unwrap();
     assert!(text(&tandemctl(&rig, Node::Alpha, &["status"])).contains("STANDBY (draining)"));
     // A host in standby starts nothing.
     let refused = rig.host(Node::Alpha).virsh(&["start", "vm1"]).unwrap();

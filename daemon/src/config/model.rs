@@ -235,6 +235,9 @@ impl Drbd {
 pub enum Hypervisor {
     Libvirt {
         uri: String,
+        /// Cap of a live migration tandem starts, MiB/s (0: libvirt's default,
+        /// unlimited), so a migration leaves room for DRBD's replication.
+        migration_bandwidth_mib: u64,
     },
     Xl {
         xl: PathBuf,

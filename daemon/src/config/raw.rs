@@ -110,6 +110,7 @@ pub(crate) struct RawHypervisor {
     pub kind: Option<S<HypervisorKind>>,
     pub uri: Option<S<String>>,
     pub xl: Option<S<String>>,
+    pub migration_bandwidth_mib: Option<S<u64>>,
 }
 
 /// A fence agent option's value. Agents read strings; integers and booleans are

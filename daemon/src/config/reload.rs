@@ -256,34 +256,14 @@ mod tests {
     use crate::config::check_str;
     use crate::core::NodeId;
 
-    const BASE: &str = r#"[cluster]
-name = "pair1"
-preferred = "alpha"
-
-[timing]
-dead_after_ms = 1000
-
-[node.alpha]
-addresses = ["192.0.2.1", "198.51.100.1"]
-[[node.alpha.fence]]
-[[node.alpha.fence.device]]
-kind = "ipmi"
-address = "10.0.0.11"
-username = "admin"
-password_file = "/etc/tandem/bmc-alpha.pass"
-
-[node.beta]
-addresses = ["192.0.2.2", "198.51.100.2"]
-[[node.beta.fence]]
-[[node.beta.fence.device]]
-kind = "ipmi"
-address = "10.0.0.12"
-username = "admin"
-password_file = "/etc/tandem/bmc-beta.pass"
-
-[drbd]
-resources = ["r0"]
-"#;
+    /// The configuration tests' file, with a preferred node and a timing.
+    fn base() -> String {
+        super::super::tests::BASE.replacen(
+            "name = \"pair1\"\n\n",
+            "name = \"pair1\"\npreferred = \"alpha\"\n\n[timing]\ndead_after_ms = 1000\n\n",
+            1,
+        )
+    }
 
     const ALPHA: NodeId = NodeId(0);
     const BETA: NodeId = NodeId(1);
@@ -293,8 +273,8 @@ resources = ["r0"]
     }
 
     fn changed(from: &str, to: &str) -> Config {
-        assert!(BASE.contains(from), "{from:?} not in BASE");
-        cfg(&BASE.replacen(from, to, 1))
+        assert!(base().contains(from), "{from:?} not in the base file");
+        cfg(&base().replacen(from, to, 1))
     }
 
     fn fields(p: &ReloadPlan) -> (Vec<&str>, Vec<&str>) {
@@ -306,7 +286,7 @@ resources = ["r0"]
 
     #[test]
     fn an_unchanged_file_changes_nothing() {
-        let p = plan(&cfg(BASE), &cfg(BASE), ALPHA);
+        let p = plan(&cfg(&base()), &cfg(&base()), ALPHA);
         assert!(p.is_empty() && p.accepted());
         assert!(!p.core_changed && !p.peer_fence_changed);
     }
@@ -314,7 +294,7 @@ resources = ["r0"]
     #[test]
     fn timings_apply_live_with_their_values() {
         let new = changed("dead_after_ms = 1000", "dead_after_ms = 1500\nretry_ms = 250");
-        let p = plan(&cfg(BASE), &new, ALPHA);
+        let p = plan(&cfg(&base()), &new, ALPHA);
         assert!(p.accepted());
         assert!(p.core_changed);
         assert_eq!(fields(&p).0, ["timing.dead_after_ms", "timing.retry_ms"]);
@@ -329,7 +309,7 @@ resources = ["r0"]
             "dead_after_ms = 1000",
             "dead_after_ms = 1000\nheartbeat_interval_ms = 100",
         );
-        let p = plan(&cfg(BASE), &new, ALPHA);
+        let p = plan(&cfg(&base()), &new, ALPHA);
         assert!(!p.accepted());
         assert_eq!(fields(&p).1, ["timing.heartbeat_interval_ms"]);
         assert!(p.refusals().contains("restart tandemd"), "{}", p.refusals());
@@ -338,7 +318,7 @@ resources = ["r0"]
     #[test]
     fn a_changed_address_is_refused_and_named() {
         let new = changed("\"192.0.2.2\"", "\"192.0.2.3\"");
-        let p = plan(&cfg(BASE), &new, ALPHA);
+        let p = plan(&cfg(&base()), &new, ALPHA);
         assert!(!p.accepted());
         assert_eq!(fields(&p).1, ["node.beta.addresses"]);
         assert!(
@@ -352,7 +332,7 @@ resources = ["r0"]
     fn a_refused_change_refuses_the_live_ones_too() {
         let mut new = changed("dead_after_ms = 1000", "dead_after_ms = 1500");
         new.cluster.control_port = 5999;
-        let p = plan(&cfg(BASE), &new, ALPHA);
+        let p = plan(&cfg(&base()), &new, ALPHA);
         assert!(!p.accepted());
         let (live, refused) = fields(&p);
         assert_eq!(live, ["timing.dead_after_ms"]);
@@ -386,7 +366,7 @@ resources = ["r0"]
             ),
         ];
         for (from, to, field) in cases {
-            let p = plan(&cfg(BASE), &changed(from, to), ALPHA);
+            let p = plan(&cfg(&base()), &changed(from, to), ALPHA);
             assert_eq!(fields(&p).1, [field], "{to}");
             assert!(fields(&p).0.is_empty(), "{to}");
         }
@@ -394,8 +374,8 @@ resources = ["r0"]
 
     #[test]
     fn a_renamed_node_is_refused_once() {
-        let text = BASE.replace("node.beta", "node.gamma");
-        let p = plan(&cfg(BASE), &cfg(&text), ALPHA);
+        let text = base().replace("node.beta", "node.gamma");
+        let p = plan(&cfg(&base()), &cfg(&text), ALPHA);
         assert_eq!(fields(&p).1, ["node.beta (now node.gamma)"]);
     }
 
@@ -405,7 +385,7 @@ resources = ["r0"]
             "addresses = [\"192.0.2.2\", \"198.51.100.2\"]",
             "addresses = [\"192.0.2.2\", \"198.51.100.2\"]\nlibvirt_uri = \"qemu+tls://beta/system\"",
         );
-        let p = plan(&cfg(BASE), &new, ALPHA);
+        let p = plan(&cfg(&base()), &new, ALPHA);
         assert_eq!(fields(&p).1, ["node.beta.libvirt_uri"]);
     }
 
@@ -415,7 +395,7 @@ resources = ["r0"]
             "username = \"admin\"\npassword_file = \"/etc/tandem/bmc-beta.pass\"",
             "username = \"fencer\"\npassword_file = \"/etc/tandem/bmc-beta2.pass\"",
         );
-        let p = plan(&cfg(BASE), &new, ALPHA);
+        let p = plan(&cfg(&base()), &new, ALPHA);
         assert!(p.accepted());
         assert_eq!(fields(&p).0, ["node.beta.fence"]);
         assert!(p.peer_fence_changed);
@@ -424,7 +404,7 @@ resources = ["r0"]
         // The fence change is not printed (it names secret files).
         assert_eq!(p.live[0].values, None);
         // On beta, alpha's devices are the peer's; beta's own are not.
-        let p = plan(&cfg(BASE), &new, BETA);
+        let p = plan(&cfg(&base()), &new, BETA);
         assert!(p.accepted() && !p.peer_fence_changed);
     }
 
@@ -436,18 +416,18 @@ resources = ["r0"]
             "password_file = \"/etc/tandem/bmc-beta.pass\"\n",
             &format!("password_file = \"/etc/tandem/bmc-beta.pass\"\n{level}"),
         );
-        let p = plan(&cfg(BASE), &new, ALPHA);
+        let p = plan(&cfg(&base()), &new, ALPHA);
         assert!(p.accepted() && p.peer_fence_changed && p.core_changed);
     }
 
     #[test]
     fn preferred_applies_live() {
         let new = changed("preferred = \"alpha\"", "preferred = \"beta\"");
-        let p = plan(&cfg(BASE), &new, BETA);
+        let p = plan(&cfg(&base()), &new, BETA);
         assert!(p.accepted() && p.core_changed);
         assert_eq!(p.live[0].values, Some(("alpha".into(), "beta".into())));
         // And the core configuration it leads to gives beta no fence delay.
         assert_eq!(new.core_config(BETA).arbiter.fence_delay_ms, 0);
-        assert_eq!(cfg(BASE).core_config(BETA).arbiter.fence_delay_ms, 2000);
+        assert_eq!(cfg(&base()).core_config(BETA).arbiter.fence_delay_ms, 2000);
     }
 }

@@ -9,7 +9,7 @@ mod secrets;
 
 const EXAMPLE: &str = include_str!("../../../packaging/tandem.toml.example");
 
-const BASE: &str = r#"[cluster]
+pub(super) const BASE: &str = r#"[cluster]
 name = "pair1"
 
 [node.alpha]
@@ -120,7 +120,8 @@ fn example_parses() {
     assert_eq!(
         c.hypervisor,
         Hypervisor::Libvirt {
-            uri: "qemu:///system".into()
+            uri: "qemu:///system".into(),
+            migration_bandwidth_mib: 0,
         }
     );
 }
@@ -159,7 +160,8 @@ fn defaults_and_node_order() {
     assert_eq!(
         c.hypervisor,
         Hypervisor::Libvirt {
-            uri: "qemu:///system".into()
+            uri: "qemu:///system".into(),
+            migration_bandwidth_mib: 0,
         }
     );
     let with_preferred = text.replace("name = \"pair1\"", "name = \"pair1\"\npreferred = \"zeta\"");
@@ -511,6 +513,27 @@ fn drbd_and_hypervisor() {
         Hypervisor::Xl {
             xl: "/usr/sbin/xl".into()
         }
+    );
+
+    let capped = format!("{BASE}\n[hypervisor]\nmigration_bandwidth_mib = 100\n");
+    assert_eq!(
+        check_str(FILE, &capped).unwrap().hypervisor,
+        Hypervisor::Libvirt {
+            uri: "qemu:///system".into(),
+            migration_bandwidth_mib: 100,
+        }
+    );
+    let text = format!("{BASE}\n[hypervisor]\nmigration_bandwidth_mib = 2000000\n");
+    assert_at(
+        &one_error(&text),
+        pos(&text, "2000000"),
+        "from 0 (unlimited) to 1000000 MiB/s",
+    );
+    let text = format!("{BASE}\n[hypervisor]\nkind = \"none\"\nmigration_bandwidth_mib = 5\n");
+    assert_at(
+        &one_error(&text),
+        pos(&text, "5\n"),
+        "applies to kind = \"libvirt\" only",
     );
 
     let no_drbd = BASE.replace("[drbd]\nresources = [\"r0\"]\n", "");

@@ -390,6 +390,14 @@ fn check_hypervisor(h: &RawHypervisor, ctx: &Ctx) -> Option<Hypervisor> {
             format!("hypervisor.uri applies to kind = \"libvirt\" only, and kind is \"{kind_name}\""),
         );
     }
+    if let (Some(b), false) = (&h.migration_bandwidth_mib, kind == HypervisorKind::Libvirt) {
+        ctx.report(
+            at(b),
+            format!(
+                "hypervisor.migration_bandwidth_mib applies to kind = \"libvirt\" only, and kind is \"{kind_name}\""
+            ),
+        );
+    }
     if let (Some(xl), false) = (&h.xl, kind == HypervisorKind::Xl) {
         ctx.report(
             at(xl),
@@ -416,7 +424,22 @@ fn check_hypervisor(h: &RawHypervisor, ctx: &Ctx) -> Option<Hypervisor> {
                     );
                 }
             }
-            Some(Hypervisor::Libvirt { uri })
+            let migration_bandwidth_mib = h.migration_bandwidth_mib.as_ref().map_or(0, |b| *b.get_ref());
+            if let Some(b) = &h.migration_bandwidth_mib {
+                if *b.get_ref() > 1_000_000 {
+                    ctx.report(
+                        at(b),
+                        format!(
+                            "hypervisor.migration_bandwidth_mib is {}; it must be from 0 (unlimited) to 1000000 MiB/s",
+                            b.get_ref()
+                        ),
+                    );
+                }
+            }
+            Some(Hypervisor::Libvirt {
+                uri,
+                migration_bandwidth_mib,
+            })
         }
         HypervisorKind::Xl => {
             path_or(&h.xl, "hypervisor.xl", Hypervisor::DEFAULT_XL, ctx).map(|xl| Hypervisor::Xl { xl })

@@ -181,21 +181,21 @@ mod tests {
         )
         .unwrap();
         c.handle(Millis(1), observed(DiskState::UpToDate, true)).unwrap();
-        let out = c
-            .handle(
-                Millis(10),
-                Input::Peer(PeerMessage {
-                    from: NodeId(1),
-                    boot: 2,
-                    seq: 1,
-                    body: PeerBody::Outdate {
-                        token: 7,
-                        resource: "r0".into(),
-                    },
-                }),
-            )
-            .unwrap();
+        let out = c.handle(Millis(10), outdate_request()).unwrap();
         (c, out)
+    }
+
+    /// beta's handler asks alpha to outdate r0 (token 7).
+    fn outdate_request() -> Input {
+        Input::Peer(PeerMessage {
+            from: NodeId(1),
+            boot: 2,
+            seq: 1,
+            body: PeerBody::Outdate {
+                token: 7,
+                resource: "r0".into(),
+            },
+        })
     }
 
     fn outdate_action(out: &[Action]) -> Option<ActionId> {
@@ -331,20 +331,7 @@ mod tests {
             },
         )
         .unwrap();
-        let out = c
-            .handle(
-                Millis(10),
-                Input::Peer(PeerMessage {
-                    from: NodeId(1),
-                    boot: 2,
-                    seq: 1,
-                    body: PeerBody::Outdate {
-                        token: 7,
-                        resource: "r0".into(),
-                    },
-                }),
-            )
-            .unwrap();
+        let out = c.handle(Millis(10), outdate_request()).unwrap();
         assert!(outdate_action(&out).is_none());
         assert!(answer(&out).is_some_and(|r| r.is_err()));
     }

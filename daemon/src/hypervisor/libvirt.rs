@@ -1,6 +1,6 @@
 //! [`Hypervisor`] over libvirt (crate virt, which links libvirt.so).
 
-use super::{Hypervisor, HypervisorError};
+use super::{Hypervisor, HypervisorError, MigrationBoard, MigrationProgress};
 use crate::core::{DomainName, DomainRun};
 use std::sync::{Mutex, Once};
 use virt::connect::Connect;
@@ -18,6 +18,7 @@ pub struct Libvirt {
     uri: String,
     conn: Mutex<Option<Connect>>,
     peer: Option<PeerLibvirt>,
+    board: MigrationBoard,
 }
 
 /// Where live migrations started by tandem go.
@@ -27,6 +28,30 @@ pub struct PeerLibvirt {
     pub uri: String,
     /// Where QEMU sends the migration's data (`tcp://192.0.2.2`); `None`: libvirt's choice.
     pub migration_uri: Option<String>,
+    /// MiB/s; 0: unlimited.
+    pub bandwidth_mib: u64,
+}
+
+/// Every 250 ms until `stopped` says the migration call returned: libvirt's
+/// job statistics of `dom` onto the board (none while libvirt reports no job
+/// or no data yet, as in the migration's first phase).
+fn watch_progress(dom: &Domain, name: &str, board: &MigrationBoard, stopped: &std::sync::mpsc::Receiver<()>) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+        stopped.recv_timeout(std::time::Duration::from_millis(250))
+    {
+        let Ok(job) = dom.job_info() else { continue };
+        if let (Some(processed), Some(remaining)) = (job.data_processed, job.data_remaining) {
+            if job.r#type != 0 && processed.saturating_add(remaining) > 0 {
+                board.set(
+                    name,
+                    MigrationProgress {
+                        processed_bytes: processed,
+                        remaining_bytes: remaining,
+                    },
+                );
+            }
+        }
+    }
 }
 
 /// libvirt's default error handler prints every error to stderr, including the
@@ -55,6 +80,7 @@ impl Libvirt {
             uri: uri.into(),
             conn: Mutex::new(None),
             peer: None,
+            board: MigrationBoard::default(),
         }
     }
 
@@ -74,6 +100,7 @@ impl Libvirt {
             uri: uri.into(),
             conn: Mutex::new(Some(conn)),
             peer: None,
+            board: MigrationBoard::default(),
         }
     }
 
@@ -85,6 +112,11 @@ impl Libvirt {
 
     pub fn uri(&self) -> &str {
         &self.uri
+    }
+
+    /// Where [`Hypervisor::migrate`] reports how far a migration got.
+    pub fn migration_board(&self) -> MigrationBoard {
+        self.board.clone()
     }
 
     /// A live connection, reopened if the last one died. Returned as a clone (a
@@ -253,9 +285,24 @@ impl Hypervisor for Libvirt {
         let dconn = Connect::open(Some(&peer.uri)).map_err(|e| failed(format!("cannot connect: {}", e.message())))?;
         // What `virsh migrate --live` does: the hooks on both sides run as for
         // an admin's migration, so tandem opens and closes the window itself.
-        // The connection closes when `dconn` drops.
-        dom.migrate(&dconn, VIR_MIGRATE_LIVE, None, peer.migration_uri.as_deref(), 0)
-            .map(|_| ())
-            .map_err(|e| failed(e.message().to_owned()))
+        // The connection closes when `dconn` drops. Meanwhile a second thread
+        // reads libvirt's job statistics for the status (and tandemctl's bar).
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let result = std::thread::scope(|s| {
+            let (dom, board) = (&dom, &self.board);
+            s.spawn(move || watch_progress(dom, &domain.0, board, &stopped));
+            let r = dom.migrate(
+                &dconn,
+                VIR_MIGRATE_LIVE,
+                None,
+                peer.migration_uri.as_deref(),
+                peer.bandwidth_mib,
+            );
+            // Wakes the watcher at once.
+            drop(stop);
+            r
+        });
+        self.board.clear(&domain.0);
+        result.map(|_| ()).map_err(|e| failed(e.message().to_owned()))
     }
 }

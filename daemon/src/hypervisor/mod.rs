@@ -11,9 +11,11 @@
 //!   `Input::DomainObserved` / `Input::DomainDefined` for the core.
 
 pub mod libvirt;
+mod progress;
 mod watch;
 
 pub use libvirt::{Libvirt, PeerLibvirt};
+pub use progress::{MigrationBoard, MigrationProgress};
 pub use watch::{resources_in_xml, WatchConfig, Watcher, XmlResources};
 
 use crate::core::{DomainName, DomainRun};

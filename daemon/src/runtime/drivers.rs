@@ -6,7 +6,7 @@ use crate::config::{self, Config};
 use crate::core::{ActionId, DomainName, DrbdOp, Input, NodeId};
 use crate::drbd::{DrbdDriver, DrbdOptions};
 use crate::fence::{FenceAction, FenceHistory, FenceLevels, PowerState};
-use crate::hypervisor::{Hypervisor, HypervisorError, Libvirt, PeerLibvirt, WatchConfig, Watcher};
+use crate::hypervisor::{Hypervisor, HypervisorError, Libvirt, MigrationBoard, PeerLibvirt, WatchConfig, Watcher};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -21,6 +21,8 @@ pub struct Drivers {
     drbd: Arc<DrbdDriver>,
     /// The hypervisor driver, or why this configuration has none.
     hypervisor: Result<Arc<dyn Hypervisor>, &'static str>,
+    /// How far the migrations tandem started have got (empty without libvirt).
+    migrations: MigrationBoard,
     results: mpsc::Sender<Input>,
 }
 
@@ -32,13 +34,22 @@ impl Drivers {
             FenceLevels::new(peer.name.clone(), &peer.fence).with_history(history.clone()),
         ));
         let drbd = Arc::new(DrbdDriver::new(&cfg.drbd, DrbdOptions::default()));
+        let mut migrations = MigrationBoard::default();
         let hypervisor: Result<Arc<dyn Hypervisor>, &'static str> = match &cfg.hypervisor {
             // Connects on first use and again after libvirtd restarts, so a
             // libvirtd that is not up yet is only a warning from the watcher.
-            config::Hypervisor::Libvirt { uri } => Ok(Arc::new(Libvirt::new(uri.clone()).with_peer(PeerLibvirt {
-                uri: peer.libvirt_uri(),
-                migration_uri: peer.migration_uri(),
-            }))),
+            config::Hypervisor::Libvirt {
+                uri,
+                migration_bandwidth_mib,
+            } => {
+                let lv = Libvirt::new(uri.clone()).with_peer(PeerLibvirt {
+                    uri: peer.libvirt_uri(),
+                    migration_uri: peer.migration_uri(),
+                    bandwidth_mib: *migration_bandwidth_mib,
+                });
+                migrations = lv.migration_board();
+                Ok(Arc::new(lv))
+            }
             config::Hypervisor::Xl { .. } => Err("the xl hypervisor driver is not built yet"),
             config::Hypervisor::None => Err("[hypervisor] kind = \"none\": tandem manages no domains on this host"),
         };
@@ -47,8 +58,13 @@ impl Drivers {
             history,
             drbd,
             hypervisor,
+            migrations,
             results,
         }
+    }
+
+    pub fn migration_board(&self) -> MigrationBoard {
+        self.migrations.clone()
     }
 
     /// Reports the hypervisor's domains to the core while the returned watcher

@@ -126,7 +126,8 @@ pub async fn run(opts: Options) -> Result<(), RuntimeError> {
     // Polls the domains (every 500 ms) for as long as it is held.
     let hypervisor_watch = drivers.watch_hypervisor(&cfg);
     let (requests, handle) = Requests::new();
-    let mut status = StatusFile::new(opts.status_file.clone(), &cfg, me, boot);
+    let mut status =
+        StatusFile::new(opts.status_file.clone(), &cfg, me, boot).with_migrations(drivers.migration_board());
     // Clients (the D-Bus service) reach the core through `handle`.
     let _dbus = crate::dbus::serve(handle, opts.dbus, &cfg.drbd.resources);
     let mut term =

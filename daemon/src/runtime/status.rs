@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::core::{ArbiterPhase, Core, Event, NodeId, PeerState};
 use crate::fence::FenceHistory;
+use crate::hypervisor::MigrationBoard;
 use crate::net::{ControlStatus, LinkStats};
 use crate::state::write_atomic;
 use serde_json::{json, Value};
@@ -26,6 +27,8 @@ pub struct StatusFile {
     peer_since: u64,
     /// The running configuration's files and timings, and the last reload.
     config: Value,
+    /// How far tandem's migrations have got (`domains[].migration`).
+    migrations: MigrationBoard,
 }
 
 pub(super) fn unix_ms() -> u64 {
@@ -63,7 +66,28 @@ impl StatusFile {
             events: VecDeque::new(),
             peer_since: unix_ms(),
             config: config_json(cfg, me, 0, Value::Null),
+            migrations: MigrationBoard::default(),
         }
+    }
+
+    /// Shows the progress of the migrations the driver reports on `board`.
+    pub fn with_migrations(mut self, board: MigrationBoard) -> Self {
+        self.migrations = board;
+        self
+    }
+
+    fn domains(&self, core: &Core) -> Vec<Value> {
+        core.domain_views()
+            .into_iter()
+            .map(|d| {
+                let progress = self.migrations.get(&d.name);
+                let mut v = json!(d);
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("migration".into(), json!(progress));
+                }
+                v
+            })
+            .collect()
     }
 
     /// The configuration now running, after reload number `reloads` that
@@ -157,7 +181,7 @@ impl StatusFile {
             "standby": core.standby(),
             "peer_standby": core.peer_standby(),
             "resources": core.resource_views(),
-            "domains": core.domain_views(),
+            "domains": self.domains(core),
             "failures": core.failure_views(),
             "windows": core.open_windows().map(|(id, d)| json!({"id": id.to_string(), "domain": d.0})).collect::<Vec<_>>(),
             "events": events,

@@ -16,7 +16,7 @@
 //!   build) and `dbus-daemon`, with their libraries in `/opt/tandem/lib`.
 
 use crate::cmd;
-use crate::env::{target_dir, workspace_root};
+use crate::env::workspace_root;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -265,20 +265,6 @@ fn find_file(dir: &Path, name: &str) -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
-/// A workspace binary (debug first, as `make test` builds it).
-fn workspace_binary(name: &str) -> Result<PathBuf> {
-    ["debug", "release"]
-        .iter()
-        .map(|p| target_dir().join(p).join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            anyhow!(
-                "{name} is not built under {}: run `cargo build --workspace --bins`",
-                target_dir().display()
-            )
-        })
-}
-
 fn mkdirs(root: &Path, dirs: &[&str]) -> Result<()> {
     for d in dirs {
         let p = root.join(d);
@@ -453,7 +439,7 @@ fn fill_initrd(root: &Path, kernel: &Kernel, with_tandem: bool) -> Result<()> {
     write_file(&root.join("etc/hosts"), "127.0.0.1 localhost\n", 0o644)?;
 
     if with_tandem {
-        let handler = workspace_binary("tandem-drbd-handler")?;
+        let handler = crate::virt_pair::workspace_bin("tandem-drbd-handler")?;
         let dest = root.join("usr/lib/tandem/tandem-drbd-handler");
         copy_stripped(&handler, &dest)?;
         libs.extend(libraries(&handler)?);
@@ -477,7 +463,7 @@ fn fill_tools(root: &Path) -> Result<()> {
     mkdirs(root, &["bin", "lib"])?;
     let mut libs = BTreeSet::new();
     for name in ["tandemd", "tandemctl", "tandem-libvirt-hook"] {
-        let bin = workspace_binary(name)?;
+        let bin = crate::virt_pair::workspace_bin(name)?;
         copy_stripped(&bin, &root.join("bin").join(name))?;
         libs.extend(libraries(&bin)?);
     }
