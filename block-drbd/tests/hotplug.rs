@@ -20,19 +20,28 @@ fn ok(outs: &[Out]) {
     }
 }
 
+/// A lab whose scripts use a private system bus with tandem's policy; `None`
+/// (the test is skipped, and says so) when not root, as that policy needs.
+fn lab_on_a_private_bus() -> Option<(Lab, Bus)> {
+    if !running_as_root() {
+        eprintln!("skipped: needs root (tandem's bus policy)");
+        return None;
+    }
+    let mut lab = Lab::new();
+    let bus = Bus::start(lab.path());
+    lab.bus_address = bus.address.clone();
+    Some((lab, bus))
+}
+
 fn key(domid: u32, devid: u32, k: &str) -> String {
     format!("{}/{k}", backend(domid, devid))
 }
 
 #[test]
 fn a_peerless_tandemd_refuses_starts_and_migrations_in_its_words() {
-    if !running_as_root() {
-        eprintln!("skipped: needs root (tandem's bus policy)");
+    let Some((lab, bus)) = lab_on_a_private_bus() else {
         return;
-    }
-    let mut lab = Lab::new();
-    let bus = Bus::start(lab.path());
-    lab.bus_address = bus.address.clone();
+    };
     let daemon = Tandemd::start(&lab, &bus);
 
     // xl create under wait-for-all: refused, and libxl then destroys the domain.
@@ -76,13 +85,9 @@ fn a_peerless_tandemd_refuses_starts_and_migrations_in_its_words() {
 
 #[test]
 fn xl_create_shutdown_and_destroy_promote_and_demote_through_tandemd() {
-    if !running_as_root() {
-        eprintln!("skipped: needs root (tandem's bus policy)");
+    let Some((lab, bus)) = lab_on_a_private_bus() else {
         return;
-    }
-    let mut lab = Lab::new();
-    let bus = Bus::start(lab.path());
-    lab.bus_address = bus.address.clone();
+    };
     let daemon = Tandemd::start(&lab, &bus);
     // An operator's fence of the absent peer lifts wait-for-all.
     daemon.fence_peer();
@@ -134,13 +139,9 @@ fn xl_create_shutdown_and_destroy_promote_and_demote_through_tandemd() {
 
 #[test]
 fn one_call_names_every_drbd_resource_of_the_domain() {
-    if !running_as_root() {
-        eprintln!("skipped: needs root (tandem's bus policy)");
+    let Some((lab, bus)) = lab_on_a_private_bus() else {
         return;
-    }
-    let mut lab = Lab::new();
-    let bus = Bus::start(lab.path());
-    lab.bus_address = bus.address.clone();
+    };
     let tandem = FakeTandem::start(&bus);
 
     // xl migrate, receiving end: the first disk opens the window for all, the

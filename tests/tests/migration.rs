@@ -59,6 +59,21 @@ fn wait_no_windows(rig: &VirtPair, timeout: Duration) {
     rig.wait_no_windows(timeout).unwrap();
 }
 
+/// vm1 runs on beta only, alpha was demoted, and no window is left open.
+fn moved_to_beta(rig: &VirtPair) {
+    assert_eq!(
+        rig.host(Node::Beta).domstate(DOMAIN).unwrap().as_deref(),
+        Some("running")
+    );
+    assert_eq!(
+        rig.host(Node::Alpha).domstate(DOMAIN).unwrap().as_deref(),
+        Some("shut off")
+    );
+    rig.wait_role(Node::Alpha, "Secondary", Duration::from_secs(10))
+        .unwrap();
+    wait_no_windows(rig, Duration::from_secs(10));
+}
+
 fn two_primaries_allowed(rig: &VirtPair) -> Value {
     after(events(rig).last().unwrap(), "allow_two_primaries").clone()
 }
@@ -73,17 +88,7 @@ fn live_migration_is_dual_primary_only_inside_the_window() {
         stderr(&out),
         rig.report()
     );
-    assert_eq!(
-        rig.host(Node::Beta).domstate(DOMAIN).unwrap().as_deref(),
-        Some("running")
-    );
-    assert_eq!(
-        rig.host(Node::Alpha).domstate(DOMAIN).unwrap().as_deref(),
-        Some("shut off")
-    );
-    rig.wait_role(Node::Alpha, "Secondary", Duration::from_secs(10))
-        .unwrap();
-    wait_no_windows(&rig, Duration::from_secs(10));
+    moved_to_beta(&rig);
     assert_eq!(rig.role(Node::Beta).unwrap(), "Primary");
 
     let ev = events(&rig);
@@ -264,17 +269,7 @@ fn tandem_migrates_a_domain_when_asked_over_dbus() {
 
     let out = dbus_migrate(&rig, Node::Alpha, DOMAIN);
     assert!(out.status.success(), "Migrate: {}\n{}", stderr(&out), rig.report());
-    assert_eq!(
-        rig.host(Node::Beta).domstate(DOMAIN).unwrap().as_deref(),
-        Some("running")
-    );
-    assert_eq!(
-        rig.host(Node::Alpha).domstate(DOMAIN).unwrap().as_deref(),
-        Some("shut off")
-    );
-    rig.wait_role(Node::Alpha, "Secondary", Duration::from_secs(10))
-        .unwrap();
-    wait_no_windows(&rig, Duration::from_secs(10));
+    moved_to_beta(&rig);
     assert_eq!(two_primaries_allowed(&rig), serde_json::json!([false, false]));
     rig.check_invariants().unwrap();
 }

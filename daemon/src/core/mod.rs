@@ -91,10 +91,8 @@ enum Owner {
     Window(WindowId),
     Start(RequestId),
     Release(RequestId),
-    LocalOutdate {
-        token: u64,
-        resource: ResourceName,
-    },
+    /// The outdate the peer asked for with this token (core/outdate.rs).
+    LocalOutdate(u64),
     Takeover(DomainName),
     Migrate(DomainName),
     /// An operator's start or stop, answered to its request when done.
@@ -500,7 +498,7 @@ impl Core {
                 }
                 self.finish_release(r, out);
             }
-            Owner::LocalOutdate { token, .. } => self.local_outdate_done(now, token, result),
+            Owner::LocalOutdate(token) => self.local_outdate_done(now, token, result),
             Owner::Takeover(d) => {
                 if let Some(t) = self.takeovers.get_mut(&d) {
                     t.finish(now, action, result, self.cfg.retry_ms);
@@ -532,10 +530,7 @@ impl Core {
                 return Err(CoreError::DuplicateRequest(r));
             }
         }
-        let d = self
-            .domains
-            .get(&domain)
-            .ok_or_else(|| CoreError::UnknownDomain(domain.clone()))?;
+        let d = self.known_domain(&domain)?;
         let refusal = if d.run == DomainRun::Stopped {
             Some(format!("{domain} does not run on this host"))
         } else if self.membership.state() != PeerState::Online {
@@ -570,10 +565,7 @@ impl Core {
         out: &mut Vec<Action>,
     ) -> Result<(), CoreError> {
         self.check_request(request)?;
-        let d = self
-            .domains
-            .get(&domain)
-            .ok_or_else(|| CoreError::UnknownDomain(domain.clone()))?;
+        let d = self.known_domain(&domain)?;
         let refusal = if d.run != DomainRun::Stopped {
             Some(format!("{domain} already runs here"))
         } else if self.window_for(&domain).is_some() {
@@ -603,10 +595,7 @@ impl Core {
         out: &mut Vec<Action>,
     ) -> Result<(), CoreError> {
         self.check_request(request)?;
-        let d = self
-            .domains
-            .get(&domain)
-            .ok_or_else(|| CoreError::UnknownDomain(domain.clone()))?;
+        let d = self.known_domain(&domain)?;
         if d.run == DomainRun::Stopped {
             out.push(Action::Answer {
                 request,
@@ -635,6 +624,13 @@ impl Core {
             run: DomainRun::Stopped,
         });
         e.resources = resources.to_vec();
+    }
+
+    /// A domain this host knows (defined or seen running), or the operator's error.
+    fn known_domain(&self, domain: &DomainName) -> Result<&DomainEntry, CoreError> {
+        self.domains
+            .get(domain)
+            .ok_or_else(|| CoreError::UnknownDomain(domain.clone()))
     }
 
     fn local_run(&self, domain: &DomainName) -> DomainRun {

@@ -67,11 +67,7 @@ impl Core {
     }
 
     fn run_outdate(&mut self, token: u64, resource: ResourceName, out: &mut Vec<Action>) {
-        let owner = Owner::LocalOutdate {
-            token,
-            resource: resource.clone(),
-        };
-        self.drbd(owner, DrbdOp::Outdate { resource }, out);
+        self.drbd(Owner::LocalOutdate(token), DrbdOp::Outdate { resource }, out);
     }
 
     /// `drbdadm outdate` ended; the answer waits for DRBD's own state.
@@ -198,6 +194,11 @@ mod tests {
         })
     }
 
+    /// `drbdadm outdate` (action `action`) ended at `t` with `result`.
+    fn done(c: &mut Core, t: u64, action: ActionId, result: Result<(), String>) -> Vec<Action> {
+        c.handle(Millis(t), Input::ActionDone { action, result }).unwrap()
+    }
+
     fn outdate_action(out: &[Action]) -> Option<ActionId> {
         out.iter().find_map(|a| match a {
             Action::Drbd {
@@ -223,27 +224,12 @@ mod tests {
         let (mut c, out) = asked();
         let first = outdate_action(&out).expect("drbdadm outdate");
         // DRBD 8.4, still connected: exit 0, nothing changed. No answer yet.
-        let out = c
-            .handle(
-                Millis(20),
-                Input::ActionDone {
-                    action: first,
-                    result: Ok(()),
-                },
-            )
-            .unwrap();
+        let out = done(&mut c, 20, first, Ok(()));
         assert_eq!(answer(&out), None, "{out:?}");
         // retry_ms later it runs again.
         let out = c.handle(Millis(1020), Input::Tick).unwrap();
         let second = outdate_action(&out).expect("a second drbdadm outdate");
-        c.handle(
-            Millis(1030),
-            Input::ActionDone {
-                action: second,
-                result: Ok(()),
-            },
-        )
-        .unwrap();
+        done(&mut c, 1030, second, Ok(()));
         // DRBD noticed the broken link and outdated the disk: now the answer.
         let out = c.handle(Millis(1100), observed(DiskState::Outdated, false)).unwrap();
         assert_eq!(answer(&out), Some(Ok(())), "{out:?}");
@@ -254,28 +240,19 @@ mod tests {
     fn an_outdate_drbd_never_shows_is_refused_at_the_deadline() {
         let (mut c, out) = asked();
         let first = outdate_action(&out).unwrap();
-        c.handle(
-            Millis(20),
-            Input::ActionDone {
-                action: first,
-                result: Err("r0: State change failed: (-6) Refusing to be Outdated while Connected".into()),
-            },
-        )
-        .unwrap();
+        done(
+            &mut c,
+            20,
+            first,
+            Err("r0: State change failed: (-6) Refusing to be Outdated while Connected".into()),
+        );
         let mut t = 20;
         let mut refused = None;
         while refused.is_none() && t < 20_000 {
             t = c.next_deadline().unwrap().0;
             let out = c.handle(Millis(t), Input::Tick).unwrap();
             if let Some(a) = outdate_action(&out) {
-                c.handle(
-                    Millis(t + 5),
-                    Input::ActionDone {
-                        action: a,
-                        result: Err("(-6)".into()),
-                    },
-                )
-                .unwrap();
+                done(&mut c, t + 5, a, Err("(-6)".into()));
             }
             refused = answer(&out);
         }
@@ -289,14 +266,7 @@ mod tests {
     fn a_cancelled_outdate_is_neither_retried_nor_answered() {
         let (mut c, out) = asked();
         let first = outdate_action(&out).unwrap();
-        c.handle(
-            Millis(20),
-            Input::ActionDone {
-                action: first,
-                result: Ok(()),
-            },
-        )
-        .unwrap();
+        done(&mut c, 20, first, Ok(()));
         // The peer's replication link came back.
         c.handle(
             Millis(30),

@@ -469,18 +469,23 @@ fn usage_errors_look_like_the_real_tools() {
     assert_eq!(r.code, 20);
 }
 
-#[test]
-fn a_primary_that_lost_power_comes_back_as_the_resync_target() {
-    // Node 1 runs the domain and loses power; node 0 fences it (exit 7),
-    // promotes and writes; node 1 boots and connects again.
-    let lab = Lab::new(&[
+/// Node 1 Primary; every fence-peer handler confirms the peer fenced (7).
+fn node_1_primary_fenced_by_7() -> Lab {
+    Lab::new(&[
         "--fencing",
         "resource-and-stonith",
         "--fence-peer",
         "exit 7",
         "--primary",
         "1",
-    ]);
+    ])
+}
+
+#[test]
+fn a_primary_that_lost_power_comes_back_as_the_resync_target() {
+    // Node 1 runs the domain and loses power; node 0 fences it (exit 7),
+    // promotes and writes; node 1 boots and connects again.
+    let lab = node_1_primary_fenced_by_7();
     assert_eq!(lab.standin(&["node-down", "r0", "--node", "1"]).code, 0);
     assert_eq!(lab.node(1)["role"], "Secondary");
     assert_eq!(lab.node(0)["cstate"], "Connecting");
@@ -509,14 +514,7 @@ fn a_primary_that_lost_power_comes_back_as_the_resync_target() {
 
 #[test]
 fn both_hosts_back_from_a_power_cut_connect_up_to_date_without_a_resync() {
-    let lab = Lab::new(&[
-        "--fencing",
-        "resource-and-stonith",
-        "--fence-peer",
-        "exit 7",
-        "--primary",
-        "1",
-    ]);
+    let lab = node_1_primary_fenced_by_7();
     assert_eq!(lab.standin(&["node-down", "r0", "--node", "1"]).code, 0);
     assert_eq!(lab.standin(&["node-down", "r0", "--node", "0"]).code, 0);
     assert_eq!(lab.standin(&["node-up", "r0", "--node", "0"]).code, 0);

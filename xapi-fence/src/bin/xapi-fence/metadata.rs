@@ -38,11 +38,13 @@ fn getopt(o: &Opt) -> String {
     s
 }
 
-fn parameter(out: &mut String, o: &Opt, name: &str, extra: &str) {
+/// One `<parameter>`: the option under `name` (its own or an alias), with
+/// `extra` attributes (`deprecated`, `obsoletes`).
+fn parameter(out: &mut String, o: &Opt, name: &str, required: bool, extra: &str) {
     let _ = writeln!(
         out,
         "\t<parameter name=\"{name}\" unique=\"0\" required=\"{}\"{extra}>",
-        u8::from(o.required && extra.is_empty())
+        u8::from(required)
     );
     let _ = writeln!(out, "\t\t<getopt mixed=\"{}\" />", escape(getopt(o)));
     let default = o
@@ -72,14 +74,14 @@ pub fn metadata(program: &str) -> String {
     out.push_str("<vendor-url>https://xcp-ng.org</vendor-url>\n<parameters>\n");
     for o in OPTIONS {
         for alias in o.aliases {
-            parameter(&mut out, o, alias, " deprecated=\"1\"");
+            parameter(&mut out, o, alias, false, " deprecated=\"1\"");
         }
         let obsoletes = o
             .aliases
             .first()
             .map(|a| format!(" obsoletes=\"{a}\""))
             .unwrap_or_default();
-        parameter_main(&mut out, o, &obsoletes);
+        parameter(&mut out, o, o.name, o.required, &obsoletes);
     }
     out.push_str("</parameters>\n<actions>\n");
     for a in ACTIONS {
@@ -91,21 +93,4 @@ pub fn metadata(program: &str) -> String {
     }
     out.push_str("</actions>\n</resource-agent>\n");
     out
-}
-
-fn parameter_main(out: &mut String, o: &Opt, obsoletes: &str) {
-    let _ = writeln!(
-        out,
-        "\t<parameter name=\"{}\" unique=\"0\" required=\"{}\"{obsoletes}>",
-        o.name,
-        u8::from(o.required)
-    );
-    let _ = writeln!(out, "\t\t<getopt mixed=\"{}\" />", escape(getopt(o)));
-    let default = o
-        .default
-        .map(|d| format!(" default=\"{}\"", escape(d)))
-        .unwrap_or_default();
-    let _ = writeln!(out, "\t\t<content type=\"{}\"{default} />", content_type(o));
-    let _ = writeln!(out, "\t\t<shortdesc lang=\"en\">{}</shortdesc>", escape(o.desc));
-    out.push_str("\t</parameter>\n");
 }
