@@ -11,6 +11,7 @@
 //! - [`daemon_call`]: the call into tandemd for the plans that need it.
 //! - [`fence_handler`]: the `tandem-drbd-handler` binary's logic (DRBD's
 //!   fence-peer / unfence-peer handler).
+//! - [`xen`]: Xen's disk targets and migration names, shared with block-drbd and the xl driver.
 //! - [`client`]: the one D-Bus call both binaries make (`org.tandem.Tandem1.Hooks`).
 //!
 //! The crate does not depend on `tandemd`: that would link the crypto stack and
@@ -27,6 +28,7 @@ pub mod explain;
 pub mod fence_handler;
 pub mod loader;
 pub mod plan;
+pub mod xen;
 pub mod xml;
 
 pub use drbd::{drbd_disks, DrbdDisk, DrbdMap, DumpXmlError, MapVolume};

@@ -30,7 +30,7 @@ mod tests;
 
 pub use model::{
     hostname, AgentDevice, Cluster, Config, Drbd, FenceDevice, FenceLevel, Hypervisor, IpmiDevice, IpmiPrivilege,
-    LocalNodeError, Node, Timing, XapiDevice, XapiTls,
+    LocalNodeError, Node, Timing, XapiDevice, XapiTls, XlTransport,
 };
 pub use secret::{read_private_file, Secret, SecretError, SecretString};
 

@@ -81,6 +81,8 @@ pub struct Node {
     pub libvirt_uri: Option<String>,
     /// Where QEMU sends a migration's data to this node; see [`Node::migration_uri`].
     pub migration_uri: Option<String>,
+    /// Where `xl migrate` sends a domain to this node; see [`Node::migration_host`].
+    pub migration_host: Option<String>,
 }
 
 impl Node {
@@ -91,6 +93,15 @@ impl Node {
             (Some(u), _) => u.clone(),
             (None, Some(a)) => format!("qemu+ssh://root@{}/system", uri_host(a)),
             (None, None) => "qemu:///system".into(),
+        }
+    }
+
+    /// `migration_host`, or the address of the first link: the host `xl migrate` names.
+    pub fn migration_host(&self) -> String {
+        match (&self.migration_host, self.addresses.first()) {
+            (Some(h), _) => h.clone(),
+            (None, Some(a)) => a.to_string(),
+            (None, None) => self.name.clone(),
         }
     }
 
@@ -241,6 +252,10 @@ pub enum Hypervisor {
     },
     Xl {
         xl: PathBuf,
+        /// Where the domains' xl configuration files are (`NAME.cfg`).
+        config_dir: PathBuf,
+        /// How `xl migrate` reaches the peer's `xl migrate-receive`.
+        transport: XlTransport,
     },
     /// DRBD only: tandem manages the resources, something else runs the guests.
     None,
@@ -249,6 +264,18 @@ pub enum Hypervisor {
 impl Hypervisor {
     pub const DEFAULT_LIBVIRT_URI: &'static str = "qemu:///system";
     pub const DEFAULT_XL: &'static str = "/usr/sbin/xl";
+    pub const DEFAULT_XL_CONFIG_DIR: &'static str = "/etc/xen";
+}
+
+/// How tandem's `xl migrate` reaches the receiving host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XlTransport {
+    /// `xl migrate DOMAIN HOST`: xl runs `ssh HOST xl migrate-receive`, as by hand.
+    Ssh,
+    /// `xl migrate -s "" DOMAIN "socat - TCP:HOST:PORT"`: the receiving host
+    /// runs a listener that starts `xl migrate-receive` per connection.
+    /// Unauthenticated and unencrypted: a trusted, dedicated link only.
+    Tcp { port: u16 },
 }
 
 /// Why this host could not be matched to a node.

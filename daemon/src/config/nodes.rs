@@ -20,6 +20,7 @@ struct Draft {
     fence: Option<Vec<FenceLevel>>,
     libvirt_uri: Option<String>,
     migration_uri: Option<String>,
+    migration_host: Option<String>,
 }
 
 /// The outcome for `[node]`: the names are known (for `cluster.preferred`) as
@@ -115,6 +116,7 @@ fn check_pair(
             fence: d.fence?,
             libvirt_uri: d.libvirt_uri,
             migration_uri: d.migration_uri,
+            migration_host: d.migration_host,
         })
     };
     Some([node(a, 0)?, node(b, 1)?])
@@ -189,6 +191,29 @@ fn check_node(name: &str, key_at: usize, raw: &Raw, ctx: &Ctx, timing: Option<&T
     };
     let libvirt_uri = uri("libvirt_uri");
     let migration_uri = uri("migration_uri");
+    let migration_host = match field::<S<String>>(raw, &path, "migration_host", ctx) {
+        Some(Ok(v)) => {
+            let text = v.get_ref().trim();
+            let ok = !text.is_empty()
+                && text.len() <= 253
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_' | '[' | ']'));
+            if ok {
+                Some(text.to_owned())
+            } else {
+                ctx.report(
+                    at(&v),
+                    format!(
+                        "{path}.migration_host is {:?}: expected a host name or address such as beta.example or 192.0.2.2",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+        _ => None,
+    };
     Some(Draft {
         name: name.to_string(),
         addresses,
@@ -196,6 +221,7 @@ fn check_node(name: &str, key_at: usize, raw: &Raw, ctx: &Ctx, timing: Option<&T
         fence,
         libvirt_uri,
         migration_uri,
+        migration_host,
     })
 }
 

@@ -13,7 +13,7 @@ pub(crate) type S<T> = Spanned<T>;
 /// Top-level sections, in the order the docs present them.
 pub(crate) const SECTIONS: &[&str] = &["cluster", "timing", "node", "drbd", "hypervisor"];
 /// The keys of one `[node.NAME]` table.
-pub(crate) const NODE_KEYS: &[&str] = &["addresses", "fence", "libvirt_uri", "migration_uri"];
+pub(crate) const NODE_KEYS: &[&str] = &["addresses", "fence", "libvirt_uri", "migration_uri", "migration_host"];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,12 +104,22 @@ pub(crate) enum HypervisorKind {
     None,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum XlTransportKind {
+    Ssh,
+    Tcp,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawHypervisor {
     pub kind: Option<S<HypervisorKind>>,
     pub uri: Option<S<String>>,
     pub xl: Option<S<String>>,
+    pub config_dir: Option<S<String>>,
+    pub migration_transport: Option<S<XlTransportKind>>,
+    pub migration_port: Option<S<u16>>,
     pub migration_bandwidth_mib: Option<S<u64>>,
 }
 

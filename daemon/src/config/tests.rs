@@ -511,9 +511,38 @@ fn drbd_and_hypervisor() {
     assert_eq!(
         c.hypervisor,
         Hypervisor::Xl {
-            xl: "/usr/sbin/xl".into()
+            xl: "/usr/sbin/xl".into(),
+            config_dir: "/etc/xen".into(),
+            transport: XlTransport::Ssh,
         }
     );
+    let tcp = format!(
+        "{BASE}\n[hypervisor]\nkind = \"xl\"\nconfig_dir = \"/etc/xen/tandem\"\nmigration_transport = \"tcp\"\n"
+    );
+    assert_eq!(
+        check_str(FILE, &tcp).unwrap().hypervisor,
+        Hypervisor::Xl {
+            xl: "/usr/sbin/xl".into(),
+            config_dir: "/etc/xen/tandem".into(),
+            transport: XlTransport::Tcp { port: 8002 },
+        }
+    );
+    let text = format!("{BASE}\n[hypervisor]\nkind = \"xl\"\nmigration_port = 9000\n");
+    assert_at(
+        &one_error(&text),
+        pos(&text, "9000"),
+        "applies to migration_transport = \"tcp\" only",
+    );
+    let text = format!("{BASE}\n[hypervisor]\nkind = \"xl\"\nmigration_transport = \"tcp\"\nmigration_port = 0\n");
+    assert_at(&one_error(&text), pos(&text, "0\n"), "from 1 to 65535");
+    let text = format!("{BASE}\n[hypervisor]\nconfig_dir = \"/etc/xen\"\n");
+    assert_at(
+        &one_error(&text),
+        pos(&text, "\"/etc/xen\""),
+        "hypervisor.config_dir applies to kind = \"xl\" only",
+    );
+    let text = format!("{BASE}\n[hypervisor]\nkind = \"xl\"\nconfig_dir = \"etc/xen\"\n");
+    assert_at(&one_error(&text), pos(&text, "\"etc/xen\""), "hypervisor.config_dir");
 
     let capped = format!("{BASE}\n[hypervisor]\nmigration_bandwidth_mib = 100\n");
     assert_eq!(
@@ -597,5 +626,16 @@ fn migration_targets_of_a_node() {
         &one_error(&text),
         pos(&text, "\"beta\""),
         "node.beta.libvirt_uri is \"beta\": expected a URI",
+    );
+
+    assert_eq!(beta.migration_host(), "192.0.2.2");
+    let text = BASE.replace("[node.beta]\n", "[node.beta]\nmigration_host = \"beta-mig.example\"\n");
+    let c = check_str(FILE, &text).unwrap();
+    assert_eq!(c.node(crate::core::NodeId(1)).migration_host(), "beta-mig.example");
+    let text = BASE.replace("[node.beta]\n", "[node.beta]\nmigration_host = \"beta; rm -rf /\"\n");
+    assert_at(
+        &one_error(&text),
+        pos(&text, "\"beta; rm -rf /\""),
+        "node.beta.migration_host is \"beta; rm -rf /\": expected a host name or address",
     );
 }

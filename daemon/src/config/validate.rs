@@ -4,9 +4,9 @@
 //! which keeps every reported error a real one.
 
 use super::de::{field, Ctx};
-use super::model::{Cluster, Config, Drbd, Hypervisor, Timing};
+use super::model::{Cluster, Config, Drbd, Hypervisor, Timing, XlTransport};
 use super::nodes::check_nodes;
-use super::raw::{HypervisorKind, RawCluster, RawDrbd, RawHypervisor, RawTiming, S, SECTIONS};
+use super::raw::{HypervisorKind, RawCluster, RawDrbd, RawHypervisor, RawTiming, XlTransportKind, S, SECTIONS};
 use super::source::{Diag, Raw};
 use crate::core::{NodeId, ResourceName};
 use std::path::PathBuf;
@@ -376,6 +376,51 @@ fn check_drbd(d: &RawDrbd, ctx: &Ctx) -> Option<Drbd> {
     })
 }
 
+fn check_xl(h: &RawHypervisor, ctx: &Ctx) -> Option<Hypervisor> {
+    let xl = path_or(&h.xl, "hypervisor.xl", Hypervisor::DEFAULT_XL, ctx);
+    let config_dir = path_or(
+        &h.config_dir,
+        "hypervisor.config_dir",
+        Hypervisor::DEFAULT_XL_CONFIG_DIR,
+        ctx,
+    );
+    let kind = h
+        .migration_transport
+        .as_ref()
+        .map_or(XlTransportKind::Ssh, |t| *t.get_ref());
+    let transport = match (kind, &h.migration_port) {
+        (XlTransportKind::Ssh, Some(p)) => {
+            ctx.report(
+                at(p),
+                "hypervisor.migration_port applies to migration_transport = \"tcp\" only; \
+                 with \"ssh\" (the default) ssh's own port is used"
+                    .into(),
+            );
+            None
+        }
+        (XlTransportKind::Ssh, None) => Some(XlTransport::Ssh),
+        (XlTransportKind::Tcp, Some(p)) if *p.get_ref() == 0 => {
+            ctx.report(
+                at(p),
+                "hypervisor.migration_port is 0; it must be from 1 to 65535".into(),
+            );
+            None
+        }
+        (XlTransportKind::Tcp, p) => Some(XlTransport::Tcp {
+            port: p.as_ref().map_or(XL_TCP_PORT, |p| *p.get_ref()),
+        }),
+    };
+    Some(Hypervisor::Xl {
+        xl: xl?,
+        config_dir: config_dir?,
+        transport: transport?,
+    })
+}
+
+/// The port of migration_transport = "tcp" when none is given (the one xl's
+/// documentation uses for its socat example).
+const XL_TCP_PORT: u16 = 8002;
+
 fn check_hypervisor(h: &RawHypervisor, ctx: &Ctx) -> Option<Hypervisor> {
     let before = ctx.reports();
     let kind = h.kind.as_ref().map_or(HypervisorKind::Libvirt, |k| *k.get_ref());
@@ -398,11 +443,21 @@ fn check_hypervisor(h: &RawHypervisor, ctx: &Ctx) -> Option<Hypervisor> {
             ),
         );
     }
-    if let (Some(xl), false) = (&h.xl, kind == HypervisorKind::Xl) {
-        ctx.report(
-            at(xl),
-            format!("hypervisor.xl applies to kind = \"xl\" only, and kind is \"{kind_name}\""),
-        );
+    let xl_only = [
+        ("xl", h.xl.as_ref().map(at)),
+        ("config_dir", h.config_dir.as_ref().map(at)),
+        ("migration_transport", h.migration_transport.as_ref().map(at)),
+        ("migration_port", h.migration_port.as_ref().map(at)),
+    ];
+    if kind != HypervisorKind::Xl {
+        for (key, pos) in xl_only {
+            if let Some(pos) = pos {
+                ctx.report(
+                    pos,
+                    format!("hypervisor.{key} applies to kind = \"xl\" only, and kind is \"{kind_name}\""),
+                );
+            }
+        }
     }
     let hv = match kind {
         HypervisorKind::Libvirt => {
@@ -441,9 +496,7 @@ fn check_hypervisor(h: &RawHypervisor, ctx: &Ctx) -> Option<Hypervisor> {
                 migration_bandwidth_mib,
             })
         }
-        HypervisorKind::Xl => {
-            path_or(&h.xl, "hypervisor.xl", Hypervisor::DEFAULT_XL, ctx).map(|xl| Hypervisor::Xl { xl })
-        }
+        HypervisorKind::Xl => check_xl(h, ctx),
         HypervisorKind::None => Some(Hypervisor::None),
     };
     if ctx.reports() == before {
