@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 use tandem::core::{DomainName, DomainRun, Input, ResourceName};
-use tandem::hypervisor::{resources_in_xml, Hypervisor, HypervisorError, Libvirt, WatchConfig, Watcher, XmlResources};
+use tandem::hypervisor::{resources_in, DomainResources, Hypervisor, HypervisorError, Libvirt, WatchConfig, Watcher};
 use tandem_hooks::DrbdMap;
 use tokio::sync::mpsc;
 use virt::connect::Connect;
@@ -243,14 +243,14 @@ async fn watcher_stops_when_dropped() {
 
 #[test]
 fn unresolvable_drbd_minor_makes_a_domain_unusable() {
-    let xml = domain_xml("x", "/dev/drbd7");
-    match resources_in_xml(&xml, &DrbdMap::empty(), &[r("r0")]) {
-        XmlResources::Unusable(reason) => assert!(reason.contains("/dev/drbd7"), "{reason}"),
+    let info = tandem_hooks::parse_domain_xml(&domain_xml("x", "/dev/drbd7")).unwrap();
+    match resources_in(&info, &DrbdMap::empty(), &[r("r0")]) {
+        DomainResources::Unusable(reason) => assert!(reason.contains("/dev/drbd7"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    let xml = domain_xml("x", "/var/lib/libvirt/images/x.qcow2");
+    let info = tandem_hooks::parse_domain_xml(&domain_xml("x", "/var/lib/libvirt/images/x.qcow2")).unwrap();
     assert_eq!(
-        resources_in_xml(&xml, &DrbdMap::empty(), &[r("r0")]),
-        XmlResources::Resources(vec![])
+        resources_in(&info, &DrbdMap::empty(), &[r("r0")]),
+        DomainResources::Resources(vec![])
     );
 }

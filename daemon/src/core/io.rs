@@ -29,7 +29,7 @@ pub enum Input {
     },
     /// The persistent definition of a domain `DomainDefined` told of, new or
     /// changed: to be defined on the peer as well.
-    DomainDefinition { domain: DomainName, xml: String },
+    DomainDefinition { domain: DomainName, definition: String },
     /// Hook, migration destination, `migrate begin`: prepare an incoming migration.
     PrepareIncoming {
         request: RequestId,
@@ -170,7 +170,7 @@ pub enum Action {
     /// the outcome, nothing waits for it.
     DefineDomain {
         domain: DomainName,
-        xml: String,
+        definition: String,
     },
     /// Write this state so a restarted daemon finds its open windows.
     Persist(Persisted),

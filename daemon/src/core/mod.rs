@@ -282,19 +282,19 @@ impl Core {
                 self.check_resources(&domain, &resources)?;
                 self.define(&domain, &resources);
             }
-            Input::DomainDefinition { domain, xml } => {
+            Input::DomainDefinition { domain, definition } => {
                 if !self.domains.contains_key(&domain) {
                     return Err(CoreError::UnknownDomain(domain));
                 }
-                if self.definitions.get(&domain) != Some(&xml) {
+                if self.definitions.get(&domain) != Some(&definition) {
                     if self.membership.state() == PeerState::Online {
                         let msg = self.send(PeerBody::Definition {
                             domain: domain.clone(),
-                            xml: xml.clone(),
+                            definition: definition.clone(),
                         });
                         out.push(msg);
                     }
-                    self.definitions.insert(domain, xml);
+                    self.definitions.insert(domain, definition);
                 }
             }
             Input::PrepareIncoming {
@@ -366,8 +366,8 @@ impl Core {
                 out.push(Action::Event(Event::PeerOnline { rejoined_after_fence }));
                 let defs: Vec<(DomainName, String)> =
                     self.definitions.iter().map(|(d, x)| (d.clone(), x.clone())).collect();
-                for (domain, xml) in defs {
-                    let msg = self.send(PeerBody::Definition { domain, xml });
+                for (domain, definition) in defs {
+                    let msg = self.send(PeerBody::Definition { domain, definition });
                     out.push(msg);
                 }
                 if let Some(a) = self.arbiter.peer_online() {
@@ -458,11 +458,11 @@ impl Core {
             PeerBody::OutdateCancel { token } => {
                 self.outdating.remove(&token);
             }
-            PeerBody::Definition { domain, xml } => {
+            PeerBody::Definition { domain, definition } => {
                 // Where a domain runs, its own definition is the one that counts:
                 // the peer's copy may be older.
-                if self.local_run(&domain) == DomainRun::Stopped && self.definitions.get(&domain) != Some(&xml) {
-                    out.push(Action::DefineDomain { domain, xml });
+                if self.local_run(&domain) == DomainRun::Stopped && self.definitions.get(&domain) != Some(&definition) {
+                    out.push(Action::DefineDomain { domain, definition });
                 }
             }
         }

@@ -76,7 +76,7 @@ pub enum PeerBody {
     /// The persistent definition (libvirt's inactive domain XML) of a domain
     /// with DRBD disks, as the sender has it now: the receiver defines it too, so
     /// a failover can start the domain there.
-    Definition { domain: DomainName, xml: String },
+    Definition { domain: DomainName, definition: String },
     /// Answer to `Outdate`.
     OutdateAnswer {
         token: u64,

@@ -340,21 +340,21 @@ fn definitions_go_to_the_peer_and_come_from_it() {
         &mut c,
         Input::DomainDefinition {
             domain: "vm9".into(),
-            xml: "<domain/>".into(),
+            definition: "<domain/>".into(),
         },
         |e| matches!(e, CoreError::UnknownDomain(_)),
     );
     // The peer is online (its heartbeat): a new definition goes to it.
-    let def = |xml: &str| Input::DomainDefinition {
+    let def = |definition: &str| Input::DomainDefinition {
         domain: "vm0".into(),
-        xml: xml.into(),
+        definition: definition.into(),
     };
     let out = c.handle(Millis(6), def("<domain>v1</domain>")).unwrap();
     let sent = |out: &[Action]| {
         out.iter()
             .filter_map(|a| match a {
                 Action::Send(m) => match &m.body {
-                    PeerBody::Definition { domain, xml } => Some((domain.0.clone(), xml.clone())),
+                    PeerBody::Definition { domain, definition } => Some((domain.0.clone(), definition.clone())),
                     _ => None,
                 },
                 _ => None,
@@ -374,14 +374,14 @@ fn definitions_go_to_the_peer_and_come_from_it() {
                 1,
                 PeerBody::Definition {
                     domain: "vm0".into(),
-                    xml: "<domain>v2</domain>".into(),
+                    definition: "<domain>v2</domain>".into(),
                 },
             ),
         )
         .unwrap();
     assert!(
         out.iter().any(
-            |a| matches!(a, Action::DefineDomain { domain, xml } if domain.0 == "vm0" && xml == "<domain>v2</domain>")
+            |a| matches!(a, Action::DefineDomain { domain, definition } if domain.0 == "vm0" && definition == "<domain>v2</domain>")
         ),
         "{out:?}"
     );
@@ -401,7 +401,7 @@ fn definitions_go_to_the_peer_and_come_from_it() {
                 2,
                 PeerBody::Definition {
                     domain: "vm0".into(),
-                    xml: "<domain>v3</domain>".into(),
+                    definition: "<domain>v3</domain>".into(),
                 },
             ),
         )

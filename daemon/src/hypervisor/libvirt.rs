@@ -3,6 +3,7 @@
 use super::{Hypervisor, HypervisorError, MigrationBoard, MigrationProgress};
 use crate::core::{DomainName, DomainRun};
 use std::sync::{Mutex, Once};
+use tandem_hooks::DomainInfo;
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState, DomainStateEnum};
 use virt::enumutil::Enum;
@@ -209,8 +210,12 @@ impl Hypervisor for Libvirt {
         Ok(out)
     }
 
-    fn domain_xml(&self, domain: &DomainName) -> Result<String, HypervisorError> {
+    fn document(&self, domain: &DomainName) -> Result<String, HypervisorError> {
         self.lookup(domain)?.xml_desc(0).map_err(|e| domain_error(domain, &e))
+    }
+
+    fn read_document(&self, document: &str) -> Result<DomainInfo, String> {
+        tandem_hooks::parse_domain_xml(document).map_err(|e| format!("unreadable domain XML: {e}"))
     }
 
     fn start(&self, domain: &DomainName) -> Result<(), HypervisorError> {

@@ -16,9 +16,10 @@ mod watch;
 
 pub use libvirt::{Libvirt, PeerLibvirt};
 pub use progress::{MigrationBoard, MigrationProgress};
-pub use watch::{resources_in_xml, WatchConfig, Watcher, XmlResources};
+pub use watch::{resources_in, DomainResources, WatchConfig, Watcher};
 
 use crate::core::{DomainName, DomainRun};
+use tandem_hooks::DomainInfo;
 
 /// Why a hypervisor call failed. Messages are one line: they end up in the
 /// core's `ActionDone` results, which operators read in events and logs.
@@ -74,8 +75,13 @@ impl HypervisorError {
 pub trait Hypervisor: Send + Sync + std::fmt::Debug + 'static {
     /// Every domain defined or running here, with its state.
     fn domains(&self) -> Result<Vec<(DomainName, DomainRun)>, HypervisorError>;
-    /// The domain's XML as the hypervisor has it now (live when running).
-    fn domain_xml(&self, domain: &DomainName) -> Result<String, HypervisorError>;
+    /// The domain's document as the hypervisor has it now: libvirt's domain XML
+    /// (live when running), xl's config file. Opaque outside its driver: only
+    /// [`Hypervisor::read_document`] looks inside.
+    fn document(&self, domain: &DomainName) -> Result<String, HypervisorError>;
+    /// The name and disks a document of this driver describes (one line of
+    /// error when it is malformed).
+    fn read_document(&self, document: &str) -> Result<DomainInfo, String>;
     /// Starts a defined domain; a domain that already runs is success.
     fn start(&self, domain: &DomainName) -> Result<(), HypervisorError>;
     /// Live-migrates a domain that runs here to the peer.
@@ -83,10 +89,11 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug + 'static {
     /// Stops a running domain: `force` at once (`virsh destroy`), else asks the
     /// guest to shut down and returns (`virsh shutdown`). A stopped one is success.
     fn stop(&self, domain: &DomainName, force: bool) -> Result<(), HypervisorError>;
-    /// The domain's persistent definition (inactive XML); `None` for a
-    /// transient domain, which has none to share.
+    /// The domain's persistent definition, the document the peer needs to
+    /// start it (libvirt's inactive XML, xl's config file); `None` for a domain
+    /// that has none to share (transient, or created from a file elsewhere).
     fn definition(&self, domain: &DomainName) -> Result<Option<String>, HypervisorError>;
-    /// Defines a domain from `xml`, or replaces the definition of the domain of
-    /// that name; it must name `domain`.
-    fn define(&self, domain: &DomainName, xml: &str) -> Result<(), HypervisorError>;
+    /// Defines a domain from a definition of this driver, or replaces the
+    /// definition of the domain of that name; it must name `domain`.
+    fn define(&self, domain: &DomainName, definition: &str) -> Result<(), HypervisorError>;
 }

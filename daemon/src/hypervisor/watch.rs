@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tandem_hooks::loader::{Drbdadm, DEFAULT_TIMEOUT};
-use tandem_hooks::DrbdMap;
+use tandem_hooks::{DomainInfo, DrbdMap};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -39,7 +39,7 @@ pub struct WatchConfig {
     /// drbdadm, to resolve `/dev/drbdN` and by-disk paths through `dump-xml`.
     /// `None`: only paths that name their resource (`/dev/drbd/by-res/R`) count.
     pub drbdadm: Option<PathBuf>,
-    /// Every this many polls the XML of every domain is read again, to see
+    /// Every this many polls the document of every domain is read again, to see
     /// redefinitions (`virsh define`) of domains whose state did not change.
     pub rescan_every: u32,
 }
@@ -55,33 +55,29 @@ impl WatchConfig {
     }
 }
 
-/// The DRBD resources a domain's XML uses.
+/// The DRBD resources a domain's disks use.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum XmlResources {
+pub enum DomainResources {
     /// Every DRBD disk resolved to a configured resource (empty: no DRBD disk).
     Resources(Vec<ResourceName>),
     /// The domain cannot be reported; the reason, for the log.
     Unusable(String),
 }
 
-/// Finds the DRBD resources in a domain's XML with the libvirt hook's own
-/// parser, so the daemon and the hook agree on what a DRBD disk is.
-pub fn resources_in_xml(xml: &str, map: &DrbdMap, configured: &[ResourceName]) -> XmlResources {
-    let info = match tandem_hooks::parse_domain_xml(xml) {
-        Ok(i) => i,
-        Err(e) => return XmlResources::Unusable(format!("unreadable domain XML: {e}")),
-    };
+/// Finds the DRBD resources of a domain's disks with the hooks' own rules, so
+/// the daemon and the hooks agree on what a DRBD disk is.
+pub fn resources_in(info: &DomainInfo, map: &DrbdMap, configured: &[ResourceName]) -> DomainResources {
     let mut out: Vec<ResourceName> = Vec::new();
-    for disk in tandem_hooks::drbd_disks(&info, map) {
+    for disk in tandem_hooks::drbd_disks(info, map) {
         let Some(r) = disk.resource else {
-            return XmlResources::Unusable(format!(
+            return DomainResources::Unusable(format!(
                 "disk {} is a DRBD device tandem cannot map to a resource (is drbdadm dump-xml working?)",
                 disk.source
             ));
         };
         let r = ResourceName(r.0);
         if !configured.contains(&r) {
-            return XmlResources::Unusable(format!(
+            return DomainResources::Unusable(format!(
                 "disk {} uses DRBD resource {r}, which is not in [drbd] resources",
                 disk.source
             ));
@@ -90,7 +86,7 @@ pub fn resources_in_xml(xml: &str, map: &DrbdMap, configured: &[ResourceName]) -
             out.push(r);
         }
     }
-    XmlResources::Resources(out)
+    DomainResources::Resources(out)
 }
 
 /// The watcher's memory between polls; moved into each blocking poll and back.
@@ -108,8 +104,8 @@ struct Tracker {
     told: BTreeMap<DomainName, DomainRun>,
     /// The persistent definition last reported to the core.
     definitions: BTreeMap<DomainName, String>,
-    /// Listed domains whose XML could not be read: read again next poll.
-    xml_pending: BTreeSet<DomainName>,
+    /// Listed domains whose document could not be read: read again next poll.
+    document_pending: BTreeSet<DomainName>,
     /// Per-domain warnings already given, so a bad domain warns once.
     warned: BTreeSet<(DomainName, String)>,
 }
@@ -124,15 +120,13 @@ impl Tracker {
             defined: BTreeMap::new(),
             told: BTreeMap::new(),
             definitions: BTreeMap::new(),
-            xml_pending: BTreeSet::new(),
+            document_pending: BTreeSet::new(),
             warned: BTreeSet::new(),
         }
     }
 
-    fn map_for(&mut self, xml: &str) -> &DrbdMap {
-        let needs = tandem_hooks::parse_domain_xml(xml)
-            .map(|i| tandem_hooks::drbd::needs_drbd_map(&i))
-            .unwrap_or(false);
+    fn map_for(&mut self, info: &DomainInfo) -> &DrbdMap {
+        let needs = tandem_hooks::drbd::needs_drbd_map(info);
         if self.map.is_none() && needs {
             let map = match &self.cfg.drbdadm {
                 Some(path) => {
@@ -171,24 +165,24 @@ impl Tracker {
     /// the peer (a failover starts the domain from it).
     fn definition(&mut self, hv: &dyn Hypervisor, domain: &DomainName, out: &mut Vec<Input>) {
         match hv.definition(domain) {
-            Ok(Some(xml)) if xml.len() > MAX_DEFINITION => self.warn_once(
+            Ok(Some(definition)) if definition.len() > MAX_DEFINITION => self.warn_once(
                 domain,
                 format!(
                     "its definition ({} bytes) is larger than the {MAX_DEFINITION} bytes tandem copies to the peer; \
                      define it on the peer by hand",
-                    xml.len()
+                    definition.len()
                 ),
             ),
-            Ok(Some(xml)) => {
-                if self.definitions.get(domain) != Some(&xml) {
-                    self.definitions.insert(domain.clone(), xml.clone());
+            Ok(Some(definition)) => {
+                if self.definitions.get(domain) != Some(&definition) {
+                    self.definitions.insert(domain.clone(), definition.clone());
                     out.push(Input::DomainDefinition {
                         domain: domain.clone(),
-                        xml,
+                        definition,
                     });
                 }
             }
-            // Transient: nothing to copy.
+            // Nothing to copy (transient, or not from the configured directory).
             Ok(None) => {}
             Err(e) => self.warn_once(domain, e.to_string()),
         }
@@ -210,13 +204,21 @@ impl Tracker {
         let mut listed = BTreeMap::new();
         for (domain, run) in list {
             let changed = self.runs.get(&domain) != Some(&run);
-            if changed || rescan || self.xml_pending.contains(&domain) {
-                match hv.domain_xml(&domain) {
-                    Ok(xml) => {
-                        self.xml_pending.remove(&domain);
+            if changed || rescan || self.document_pending.contains(&domain) {
+                match hv.document(&domain) {
+                    Ok(document) => {
+                        self.document_pending.remove(&domain);
+                        let info = match hv.read_document(&document) {
+                            Ok(info) => info,
+                            Err(reason) => {
+                                self.warn_once(&domain, reason);
+                                listed.insert(domain, run);
+                                continue;
+                            }
+                        };
                         let configured = self.cfg.resources.clone();
-                        match resources_in_xml(&xml, self.map_for(&xml), &configured) {
-                            XmlResources::Resources(res) => {
+                        match resources_in(&info, self.map_for(&info), &configured) {
+                            DomainResources::Resources(res) => {
                                 // A domain without DRBD disks is none of the core's
                                 // business, unless it had some before: then the
                                 // core must learn they are gone.
@@ -233,7 +235,7 @@ impl Tracker {
                                     self.definition(hv, &domain, &mut out);
                                 }
                             }
-                            XmlResources::Unusable(reason) => self.warn_once(&domain, reason),
+                            DomainResources::Unusable(reason) => self.warn_once(&domain, reason),
                         }
                     }
                     // Gone between the list and now: not here any more.
@@ -242,7 +244,7 @@ impl Tracker {
                         // Read it again next poll; its state is still reported,
                         // since it was listed.
                         self.warn_once(&domain, e.to_string());
-                        self.xml_pending.insert(domain.clone());
+                        self.document_pending.insert(domain.clone());
                     }
                 }
             }
@@ -262,7 +264,7 @@ impl Tracker {
                 self.told.insert(domain, run);
             }
         }
-        self.xml_pending.retain(|d| listed.contains_key(d));
+        self.document_pending.retain(|d| listed.contains_key(d));
         self.runs = listed;
         Ok(out)
     }

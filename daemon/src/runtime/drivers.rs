@@ -96,13 +96,13 @@ impl Drivers {
 
     /// Defines the peer's copy of a domain here; the outcome is only logged (the
     /// next change of the definition on the peer sends it again).
-    pub fn define_domain(&self, domain: DomainName, xml: String) {
+    pub fn define_domain(&self, domain: DomainName, definition: String) {
         let Ok(hv) = self.hypervisor.as_ref().map(Arc::clone) else {
             return;
         };
         tokio::spawn(async move {
             let d = domain.clone();
-            match tokio::task::spawn_blocking(move || hv.define(&d, &xml)).await {
+            match tokio::task::spawn_blocking(move || hv.define(&d, &definition)).await {
                 Ok(Ok(())) => info!(domain = %domain, "defined the domain from the peer's definition"),
                 Ok(Err(e)) => warn!(domain = %domain, error = %e, "cannot define the peer's domain here"),
                 Err(e) => warn!(domain = %domain, error = %e, "the libvirt call failed"),

@@ -348,7 +348,7 @@ impl Ctx<'_> {
             Action::StartDomain { action, domain } => self.drivers.start_domain(action, domain),
             Action::MigrateDomain { action, domain } => self.drivers.migrate_domain(action, domain),
             Action::StopDomain { action, domain, force } => self.drivers.stop_domain(action, domain, force),
-            Action::DefineDomain { domain, xml } => self.drivers.define_domain(domain, xml),
+            Action::DefineDomain { domain, definition } => self.drivers.define_domain(domain, definition),
             Action::Answer { request, result } => self.requests.answer(request, Reply::Done(result)),
             Action::FencePeerAnswer { request, verdict } => self.requests.answer(request, Reply::FencePeer(verdict)),
         }
