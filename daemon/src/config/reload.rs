@@ -21,7 +21,8 @@
 //! - `timing.heartbeat_interval_ms` (the heartbeat task's pace, and the peer's
 //!   `dead_after_ms` is checked against it);
 //! - `node.NAME.libvirt_uri`, `node.NAME.migration_uri` (the libvirt driver
-//!   and its watcher hold one connection made from them);
+//!   and its watcher hold one connection made from them), `node.NAME.migration_host`
+//!   (the xl driver is made with it);
 //! - `[drbd]` (the DRBD driver and its `events2` watcher run with these paths
 //!   and resources, and the D-Bus objects are one per resource);
 //! - `[hypervisor]` (the hypervisor driver and its watcher).
@@ -233,6 +234,12 @@ fn node(p: &mut ReloadPlan, old: &Node, new: &Node, is_peer: bool) {
         old.migration_uri != new.migration_uri,
         &field("migration_uri"),
         RESTART_LIBVIRT,
+    );
+    refuse_if(
+        p,
+        old.migration_host != new.migration_host,
+        &field("migration_host"),
+        RESTART_HYPERVISOR,
     );
     if old.fence != new.fence {
         p.live.push(Change {

@@ -7,16 +7,19 @@
 //! inside libvirt's own calls, and calling back into libvirt from there deadlocks.
 //!
 //! - [`libvirt::Libvirt`]: the libvirt implementation, reconnecting on demand.
+//! - [`xl::Xl`]: Xen's `xl` toolstack, run as a command.
 //! - [`Watcher`]: polls [`Hypervisor::domains`] and turns changes into
 //!   `Input::DomainObserved` / `Input::DomainDefined` for the core.
 
 pub mod libvirt;
 mod progress;
 mod watch;
+pub mod xl;
 
 pub use libvirt::{Libvirt, PeerLibvirt};
 pub use progress::{MigrationBoard, MigrationProgress};
 pub use watch::{resources_in, DomainResources, WatchConfig, Watcher};
+pub use xl::{XenstoreWatch, Xl, XlPeer};
 
 use crate::core::{DomainName, DomainRun};
 use tandem_hooks::DomainInfo;
@@ -29,7 +32,7 @@ pub enum HypervisorError {
     Connect { uri: String, message: String, code: String },
     #[error("domain \"{domain}\" is not defined on this host")]
     NoSuchDomain { domain: DomainName },
-    #[error("cannot list libvirt domains: {message}")]
+    #[error("cannot list the domains: {message}")]
     List { message: String, code: String },
     #[error("cannot read domain \"{domain}\": {message}")]
     Domain {

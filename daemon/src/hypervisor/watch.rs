@@ -1,10 +1,11 @@
 //! Turns the hypervisor's domain list into the core's inputs.
 //!
-//! Polling, not libvirt's event loop: every `interval` (500 ms in the daemon) the
-//! watcher lists the domains in a blocking task and reports what changed. Events
-//! would be quicker, but need libvirt's event loop run on a thread of its own and
-//! a resync after every reconnect anyway; the poll is that resync, and is enough
-//! for now.
+//! Every `interval` the watcher lists the domains in a blocking task and
+//! reports what changed, and at once (after a short settle) when the driver's
+//! events say something happened (`wake`). libvirt: a poll every 500 ms, not
+//! libvirt's event loop, which would need a thread of its own and a resync
+//! after every reconnect anyway. xl: xenstore's watches wake it, and a resync
+//! every few seconds catches what xenstore does not tell (a pause).
 //!
 //! Only domains with DRBD-backed disks concern the core: a domain is reported
 //! with `DomainDefined` (its resources) before any `DomainObserved`, since the
@@ -39,6 +40,9 @@ pub struct WatchConfig {
     /// drbdadm, to resolve `/dev/drbdN` and by-disk paths through `dump-xml`.
     /// `None`: only paths that name their resource (`/dev/drbd/by-res/R`) count.
     pub drbdadm: Option<PathBuf>,
+    /// Notified when the hypervisor says something changed: a poll follows
+    /// at once, without waiting for the interval.
+    pub wake: Option<Arc<tokio::sync::Notify>>,
     /// Every this many polls the document of every domain is read again, to see
     /// redefinitions (`virsh define`) of domains whose state did not change.
     pub rescan_every: u32,
@@ -50,6 +54,7 @@ impl WatchConfig {
             interval: Duration::from_millis(500),
             resources,
             drbdadm: None,
+            wake: None,
             rescan_every: 20,
         }
     }
@@ -274,19 +279,39 @@ impl Tracker {
 #[derive(Debug)]
 pub struct Watcher {
     task: JoinHandle<()>,
+    /// The driver's event source, if any, which lives as long as the watcher.
+    events: Option<super::XenstoreWatch>,
 }
+
+/// Notices come in bursts (a domain's creation writes dozens of xenstore
+/// keys): one poll after the burst settles.
+const SETTLE: Duration = Duration::from_millis(150);
 
 impl Watcher {
     /// Starts polling at once. Must be called inside a Tokio runtime.
     pub fn spawn(hv: Arc<dyn Hypervisor>, cfg: WatchConfig, tx: mpsc::Sender<Input>) -> Self {
         let interval = cfg.interval;
+        let wake = cfg.wake.clone();
         let task = tokio::spawn(async move {
             let mut tracker = Tracker::new(cfg);
             let mut failing: Option<String> = None;
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                match &wake {
+                    Some(wake) => {
+                        tokio::select! {
+                            _ = tick.tick() => {}
+                            _ = wake.notified() => {
+                                tokio::time::sleep(SETTLE).await;
+                                tick.reset();
+                            }
+                        }
+                    }
+                    None => {
+                        tick.tick().await;
+                    }
+                }
                 let hv = hv.clone();
                 let polled = tokio::task::spawn_blocking(move || {
                     let r = tracker.poll(hv.as_ref());
@@ -327,7 +352,14 @@ impl Watcher {
                 }
             }
         });
-        Watcher { task }
+        Watcher { task, events: None }
+    }
+
+    /// Keeps the driver's event source (which notifies `cfg.wake`) alive
+    /// with the watcher.
+    pub fn with_events(mut self, events: super::XenstoreWatch) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Whether the watcher stopped (the core's channel closed).
@@ -339,5 +371,6 @@ impl Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.task.abort();
+        self.events.take();
     }
 }

@@ -6,11 +6,18 @@ use crate::config::{self, Config};
 use crate::core::{ActionId, DomainName, DrbdOp, Input, NodeId};
 use crate::drbd::{DrbdDriver, DrbdOptions};
 use crate::fence::{FenceAction, FenceHistory, FenceLevels, PowerState};
-use crate::hypervisor::{Hypervisor, HypervisorError, Libvirt, MigrationBoard, PeerLibvirt, WatchConfig, Watcher};
+use crate::hypervisor::{
+    Hypervisor, HypervisorError, Libvirt, MigrationBoard, PeerLibvirt, WatchConfig, Watcher, XenstoreWatch, Xl, XlPeer,
+};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
+
+/// How often the xl watcher lists the domains when xenstore says nothing.
+const XL_RESYNC: std::time::Duration = std::time::Duration::from_secs(5);
+/// From xenstore-utils, on the PATH of a dom0.
+const XENSTORE_WATCH: &str = "xenstore-watch";
 
 #[derive(Debug)]
 pub struct Drivers {
@@ -50,7 +57,18 @@ impl Drivers {
                 migrations = lv.migration_board();
                 Ok(Arc::new(lv))
             }
-            config::Hypervisor::Xl { .. } => Err("the xl hypervisor driver is not built yet"),
+            config::Hypervisor::Xl {
+                xl,
+                config_dir,
+                transport,
+            } => Ok(Arc::new(Xl::new(
+                xl.clone(),
+                config_dir.clone(),
+                XlPeer {
+                    host: peer.migration_host(),
+                    transport: transport.clone(),
+                },
+            ))),
             config::Hypervisor::None => Err("[hypervisor] kind = \"none\": tandem manages no domains on this host"),
         };
         Drivers {
@@ -71,10 +89,20 @@ impl Drivers {
     /// lives; `None` without a hypervisor driver.
     pub fn watch_hypervisor(&self, cfg: &Config) -> Option<Watcher> {
         let hv = self.hypervisor.as_ref().ok()?.clone();
-        let watch = WatchConfig {
+        let mut watch = WatchConfig {
             drbdadm: Some(cfg.drbd.drbdadm.clone()),
             ..WatchConfig::new(cfg.drbd.resources.clone())
         };
+        if let config::Hypervisor::Xl { .. } = &cfg.hypervisor {
+            // xenstore says when domains come and go; the resync is for
+            // what it does not say, and costs an `xl list` each time.
+            let wake = Arc::new(tokio::sync::Notify::new());
+            watch.wake = Some(wake.clone());
+            watch.interval = XL_RESYNC;
+            watch.rescan_every = 6;
+            let events = XenstoreWatch::spawn(XENSTORE_WATCH.into(), wake);
+            return Some(Watcher::spawn(hv, watch, self.results.clone()).with_events(events));
+        }
         Some(Watcher::spawn(hv, watch, self.results.clone()))
     }
 
