@@ -38,6 +38,7 @@ pub mod netns;
 pub mod real_drbd;
 pub mod status;
 pub mod virt_pair;
+pub mod xen_tier;
 
 pub use bmc::Bmc;
 pub use daemon::{Daemon, Pair, Timing};

@@ -15,8 +15,17 @@ use tandem_hooks::DomainInfo;
 
 /// The domains of `xl list`'s output, Domain-0 left out, each under its own
 /// name (migration suffixes removed); a domain listed twice that way runs if
-/// either runs.
-pub fn parse_list(output: &str) -> Result<Vec<(DomainName, DomainRun)>, String> {
+/// either runs. `admitted(domid)` says whether a `NAME--incoming` domain
+/// counts yet: one that does not is left out.
+///
+/// Why: xl creates the receiving domain before its disks' hotplug scripts
+/// ask tandem to open the migration window, and the core refuses a window
+/// for a domain it sees on this host already. Left out until a disk is
+/// connected (tandem said yes), the receiving domain looks to the core as the
+/// destination of a libvirt migration does: nothing until the window opens.
+/// Until then it holds no DRBD device here, so a failover start of the same
+/// domain meanwhile uses no disk twice (its own hotplug is then refused).
+pub fn parse_list(output: &str, admitted: impl Fn(u32) -> bool) -> Result<Vec<(DomainName, DomainRun)>, String> {
     let mut out: BTreeMap<String, DomainRun> = BTreeMap::new();
     for line in output.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -37,6 +46,9 @@ pub fn parse_list(output: &str) -> Result<Vec<(DomainName, DomainRun)>, String> 
             continue;
         }
         let (base, migrating) = base_name(&name);
+        if name.ends_with(INCOMING_SUFFIX) && !admitted(id.parse().unwrap_or(0)) {
+            continue;
+        }
         let run = if migrating { DomainRun::Paused } else { run_of(cols[3])? };
         let entry = out.entry(base.to_owned()).or_insert(run);
         if run == DomainRun::Running {
@@ -117,7 +129,8 @@ mod tests {
 
     #[test]
     fn reads_the_table() {
-        let l = parse_list(LIST).unwrap();
+        let l = parse_list(LIST, |_| true).unwrap();
+        assert!(parse_list(LIST, |id| id != 4).unwrap().iter().all(|(d, _)| d.0 != "g2"));
         let get = |n: &str| l.iter().find(|(d, _)| d.0 == n).map(|(_, r)| *r);
         assert_eq!(get("Domain-0"), None);
         assert_eq!(get("g1"), Some(DomainRun::Running));
@@ -129,16 +142,23 @@ mod tests {
 
     #[test]
     fn the_running_copy_wins_a_name_listed_twice() {
-        let l = parse_list("g1--migratedaway 3 128 1 --p--- 1.0\ng1 4 128 1 -b---- 0.1\n").unwrap();
+        let l = parse_list("g1--migratedaway 3 128 1 --p--- 1.0\ng1 4 128 1 -b---- 0.1\n", |_| {
+            false
+        })
+        .unwrap();
         assert_eq!(l, vec![(DomainName("g1".into()), DomainRun::Running)]);
     }
 
     #[test]
     fn odd_output_is_an_error_naming_the_line() {
-        assert!(parse_list("g1 3 128\n").unwrap_err().contains("g1 3 128"));
-        assert!(parse_list("g1 x 128 1 r----- 1.0\n").unwrap_err().contains("domain id"));
-        assert!(parse_list("g1 3 128 1 running 1.0\n").unwrap_err().contains("state"));
-        assert_eq!(parse_list("").unwrap(), vec![]);
+        assert!(parse_list("g1 3 128\n", |_| true).unwrap_err().contains("g1 3 128"));
+        assert!(parse_list("g1 x 128 1 r----- 1.0\n", |_| true)
+            .unwrap_err()
+            .contains("domain id"));
+        assert!(parse_list("g1 3 128 1 running 1.0\n", |_| true)
+            .unwrap_err()
+            .contains("state"));
+        assert_eq!(parse_list("", |_| true).unwrap(), vec![]);
     }
 
     #[test]

@@ -161,7 +161,24 @@ impl Xl {
         if !ran.status.success() {
             return Err(failed(format!("xl list failed: {}", ran.reason())));
         }
-        parse_list(&ran.stdout).map_err(failed)
+        parse_list(&ran.stdout, |domid| self.disk_connected(domid)).map_err(failed)
+    }
+
+    /// Whether a disk of domain `domid` is connected (its hotplug script,
+    /// tandem's block-drbd for a DRBD disk, finished with success).
+    fn disk_connected(&self, domid: u32) -> bool {
+        let base = format!("/local/domain/0/backend/vbd/{domid}");
+        let Ok(list) = run(Path::new("xenstore-list"), &[&base], LIST_TIMEOUT) else {
+            return false;
+        };
+        list.stdout.split_whitespace().any(|dev| {
+            run(
+                Path::new("xenstore-read"),
+                &[&format!("{base}/{dev}/hotplug-status")],
+                LIST_TIMEOUT,
+            )
+            .is_ok_and(|r| r.status.success() && r.stdout.trim() == "connected")
+        })
     }
 
     /// xl's own name of `domain` if it is listed: `NAME`, else `NAME--incoming`
