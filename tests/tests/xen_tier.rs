@@ -29,6 +29,10 @@ use tandem_tests::xen_tier::{self, XenTier, DOMAIN, LINK, MIGRATE_PORT, RES};
 const A: usize = 0;
 const B: usize = 1;
 const MIGRATION: Duration = Duration::from_secs(240);
+/// xenconsoled's logs of g1: `guest-g1.log`, and `guest-g1--incoming.log`
+/// for a domain received by `xl migrate` (the name it had when its console
+/// was connected).
+const CONSOLES: &str = "/var/log/xen/console/guest-g1*.log";
 
 fn role(t: &XenTier, node: usize) -> String {
     t.ok(node, &format!("drbdadm role {RES}"), Duration::from_secs(20))
@@ -48,7 +52,7 @@ fn guest_boot(t: &XenTier, node: usize) -> Option<u32> {
     let out = t
         .run(
             node,
-            "tail -c 400 /var/log/xen/console/guest-g1.log 2>/dev/null",
+            &format!("tail -c 400 $(ls -t {CONSOLES} 2>/dev/null | head -1)"),
             Duration::from_secs(20),
         )
         .ok()?
@@ -82,7 +86,7 @@ fn check_moved(t: &XenTier, to: usize, boot: u32) {
         to,
         "the guest ticking on the target",
         Duration::from_secs(60),
-        "tail -c 200 /var/log/xen/console/guest-g1.log | grep -q tick",
+        &format!("tail -c 200 $(ls -t {CONSOLES} | head -1) | grep -q tick"),
     )
     .unwrap();
     assert_eq!(guest_boot(t, to), Some(boot), "the guest rebooted instead of migrating");
@@ -161,7 +165,7 @@ fn tandem_on_xen_417() {
         A,
         "the guest up on nodea",
         Duration::from_secs(120),
-        "grep -q 'GUEST-UP boot=1' /var/log/xen/console/guest-g1.log",
+        &format!("cat {CONSOLES} | grep -q 'GUEST-UP boot=1'"),
     )
     .unwrap();
     assert!(role(&t, A).starts_with("Primary/"), "{}", role(&t, A));
@@ -330,7 +334,7 @@ fn tandem_on_xen_417() {
         "g1 restarted on nodeb",
         Duration::from_secs(180),
         &format!(
-            "grep -q 'GUEST-UP boot={}' /var/log/xen/console/guest-g1.log",
+            "cat {CONSOLES} | grep -q 'GUEST-UP boot={}'",
             boot_before + 1
         ),
     )
