@@ -122,7 +122,7 @@ impl XenTier {
             bmc.set_target(tier.qemus[node].as_ref().map(Child::id))?;
             tier.bmcs.push(bmc);
         }
-        for node in 0..2 {
+        for (node, name) in NAMES.iter().enumerate() {
             let started = Instant::now();
             loop {
                 if let Ok(r) = tier.run(node, "echo ready", Duration::from_secs(5)) {
@@ -132,8 +132,7 @@ impl XenTier {
                 }
                 if started.elapsed() > Duration::from_secs(240) {
                     bail!(
-                        "dom0 {} gave no shell within 240 s; see {}",
-                        NAMES[node],
+                        "dom0 {name} gave no shell within 240 s; see {}",
                         tier.serial_log(node).display()
                     );
                 }
@@ -281,7 +280,7 @@ impl XenTier {
             0,
             "the initial sync",
             Duration::from_secs(180),
-            &format!("cat /proc/drbd | grep -q 'ds:UpToDate/UpToDate'"),
+            "cat /proc/drbd | grep -q 'ds:UpToDate/UpToDate'",
         )?;
         self.ok(0, &format!("drbdadm secondary {RES}"), Duration::from_secs(30))?;
         let key = random_hex(32);
