@@ -14,7 +14,7 @@ PACKAGES=(
                                      # two real libvirtd with QEMU per test rig (tests/src/libvirt.rs), virsh
   mount drbd-utils                   # losetup for the rig's shared disk; the real drbdadm checks our command lines
   busybox-static cpio kmod xz-utils e2fsprogs binutils  # the real-DRBD tier's guest image (tests/src/real_drbd/image.rs)
-  socat                              # the real-Xen tier: xl migrate over TCP in the dom0s (tests/src/real_xen/)
+  socat                              # the real-Xen tier: xl migrate over TCP in the dom0s (tests/src/xen_tier.rs)
   python3-pip                        # pip, for the PyPI XenAPI package (the XenAPI stand-in's reference client)
   dpkg-dev systemd man-db            # the packages: dpkg-shlibdeps for cargo-deb, systemd-analyze verify, man -l (scripts/package-test.sh)
 )

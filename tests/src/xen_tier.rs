@@ -321,8 +321,13 @@ impl XenTier {
     pub fn stop_tandemd(&self, node: usize) -> Result<()> {
         self.ok(
             node,
-            "kill $(cat /run/tandem/tandemd.pid); i=0; while kill -0 $(cat /run/tandem/tandemd.pid) 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done",
-            Duration::from_secs(20),
+            // SIGTERM as systemd sends it; a daemon still there after 15 s
+            // fails the step rather than being killed quietly.
+            r#"p=$(cat /run/tandem/tandemd.pid); kill $p
+running() { [ -e /proc/$p ] && [ "$(cut -d' ' -f3 /proc/$p/stat)" != Z ]; }
+i=0; while running && [ $i -lt 30 ]; do sleep 0.5; i=$((i+1)); done
+if running; then echo "tandemd $p still runs 15 s after SIGTERM"; tail -5 /run/tandem/tandemd.log; exit 1; fi"#,
+            Duration::from_secs(40),
         )?;
         Ok(())
     }

@@ -120,7 +120,6 @@ fn xl_migrate(t: &XenTier, from: usize) -> (i32, String, f64) {
 }
 
 #[test]
-#[ignore = "steps 1-5 pass on real Xen; step 6 (stopping tandemd for the old-way benchmark) still hangs the control shell: run by hand, docs/real-xen.md"]
 fn tandem_on_xen_417() {
     tandem_tests::preflight().unwrap();
     let _ = tandem_tests::netns::sweep_leftovers();
